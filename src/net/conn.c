@@ -1,0 +1,302 @@
+/* Connections over libevent bufferevents. The plain bufferevent is
+ * replaced by an OpenSSL socket bufferevent on the same descriptor when
+ * STARTTLS begins (rather than stacking a filter), which keeps one buffer
+ * pair per connection; direct TLS starts with the OpenSSL one. A
+ * connection owns its bufferevent, its SSL (through the bufferevent) and
+ * its rate-limit configuration. */
+#include "net/conn.h"
+#include "log.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+
+#include <openssl/err.h>
+
+struct pl_conn {
+	struct event_base *base;
+	struct bufferevent *bev;            /* owned; frees the SSL when TLS */
+	struct ev_token_bucket_cfg *bucket; /* owned, NULL without a read limit */
+	const struct pl_conn_callbacks *callbacks;
+	void *userdata;
+	evutil_socket_t fd;
+	int64_t idle_timeout_ms;
+	bool tls;
+	bool tls_pending;  /* STARTTLS asked: switch once output drained */
+	bool closing;      /* close_after_flush: waiting for the output to drain */
+	bool in_callback;  /* on_data running: defer a free asked from inside */
+	bool free_deferred;
+	char address[INET6_ADDRSTRLEN];
+	bool loopback;
+};
+
+static void close_now(struct pl_conn *conn, enum pl_conn_close_reason reason);
+static void install_callbacks(struct pl_conn *conn);
+
+static void set_timeouts(struct pl_conn *conn)
+{
+	if (conn->idle_timeout_ms > 0) {
+		struct timeval tv = { conn->idle_timeout_ms / 1000,
+				      (conn->idle_timeout_ms % 1000) * 1000 };
+		bufferevent_set_timeouts(conn->bev, &tv, NULL);
+	} else {
+		bufferevent_set_timeouts(conn->bev, NULL, NULL);
+	}
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct pl_conn *conn = arg;
+	struct evbuffer *input = bufferevent_get_input(bev);
+	while (!conn->closing && !conn->free_deferred && !conn->tls_pending) {
+		size_t len = evbuffer_get_length(input);
+		if (len == 0)
+			break;
+		/* Hand over the contiguous first chunk: no copy. */
+		struct evbuffer_iovec chunk;
+		if (evbuffer_peek(input, -1, NULL, &chunk, 1) < 1)
+			break;
+		conn->in_callback = true;
+		size_t used = conn->callbacks->on_data(conn, chunk.iov_base, chunk.iov_len,
+						       conn->userdata);
+		conn->in_callback = false;
+		if (conn->free_deferred)
+			break;
+		evbuffer_drain(input, used);
+		if (used < chunk.iov_len)
+			break;
+	}
+	if (conn->free_deferred)
+		pl_conn_free(conn);
+}
+
+static void upgrade_to_tls(struct pl_conn *conn)
+{
+	SSL *ssl = pl_tls_new_server(PL_TLS_ALPN_NONE);
+	if (!ssl) {
+		close_now(conn, PL_CONN_ERROR);
+		return;
+	}
+	/* Whatever the client sent after <starttls/> before the handshake is
+	 * a protocol violation; drop the plain bufferevent without closing
+	 * the socket and start TLS on the same descriptor. */
+	struct bufferevent *plain = conn->bev;
+	bufferevent_setcb(plain, NULL, NULL, NULL, NULL);
+	bufferevent_disable(plain, EV_READ | EV_WRITE);
+	bufferevent_setfd(plain, -1);
+	bufferevent_free(plain);
+	conn->bev = bufferevent_openssl_socket_new(conn->base, conn->fd, ssl,
+						   BUFFEREVENT_SSL_ACCEPTING,
+						   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	conn->tls = true;
+	conn->tls_pending = false;
+	install_callbacks(conn);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct pl_conn *conn = arg;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;
+	if (conn->tls_pending)
+		upgrade_to_tls(conn);
+	else if (conn->closing)
+		close_now(conn, PL_CONN_CLOSED_LOCALLY);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct pl_conn *conn = arg;
+	if (what & BEV_EVENT_CONNECTED)
+		return;
+	if (what & BEV_EVENT_TIMEOUT) {
+		close_now(conn, conn->closing ? PL_CONN_CLOSED_LOCALLY : PL_CONN_TIMEOUT);
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		close_now(conn, conn->closing ? PL_CONN_CLOSED_LOCALLY : PL_CONN_CLOSED_BY_PEER);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		unsigned long tls_error = conn->tls ? bufferevent_get_openssl_error(bev) : 0;
+		if (tls_error) {
+			char text[200];
+			ERR_error_string_n(tls_error, text, sizeof(text));
+			pl_log(PL_LOG_INFO, "net", "%s: TLS error: %s", conn->address, text);
+		}
+		close_now(conn, PL_CONN_ERROR);
+	}
+}
+
+static void install_callbacks(struct pl_conn *conn)
+{
+	bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
+	set_timeouts(conn);
+	if (conn->bucket)
+		bufferevent_set_rate_limit(conn->bev, conn->bucket);
+	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+}
+
+struct pl_conn *pl_conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
+			    socklen_t peer_len, enum pl_tls_alpn direct_tls,
+			    const struct pl_conn_callbacks *callbacks, void *userdata)
+{
+	struct pl_conn *conn = pl_calloc(1, sizeof(*conn));
+	conn->base = base;
+	conn->fd = fd;
+	conn->callbacks = callbacks;
+	conn->userdata = userdata;
+	evutil_make_socket_nonblocking(fd);
+	if (peer && peer->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+		inet_ntop(AF_INET, &in->sin_addr, conn->address, sizeof(conn->address));
+		conn->loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	} else if (peer && peer->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+		inet_ntop(AF_INET6, &in6->sin6_addr, conn->address, sizeof(conn->address));
+		conn->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+	} else {
+		snprintf(conn->address, sizeof(conn->address), "local");
+		conn->loopback = true;
+	}
+	(void)peer_len;
+	if (direct_tls != PL_TLS_ALPN_NONE) {
+		SSL *ssl = pl_tls_new_server(direct_tls);
+		if (!ssl) {
+			close(fd);
+			free(conn);
+			return NULL;
+		}
+		conn->bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+							   BEV_OPT_CLOSE_ON_FREE |
+								   BEV_OPT_DEFER_CALLBACKS);
+		conn->tls = true;
+	} else {
+		conn->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE |
+								     BEV_OPT_DEFER_CALLBACKS);
+	}
+	if (!conn->bev) {
+		close(fd);
+		free(conn);
+		return NULL;
+	}
+	install_callbacks(conn);
+	return conn;
+}
+
+void pl_conn_write(struct pl_conn *conn, const void *data, size_t len)
+{
+	if (conn->closing && !conn->tls_pending)
+		return;
+	bufferevent_write(conn->bev, data, len);
+}
+
+size_t pl_conn_pending_output(const struct pl_conn *conn)
+{
+	return evbuffer_get_length(bufferevent_get_output(conn->bev));
+}
+
+int pl_conn_start_tls(struct pl_conn *conn)
+{
+	if (conn->tls)
+		return -EALREADY;
+	conn->tls_pending = true;
+	if (pl_conn_pending_output(conn) == 0)
+		upgrade_to_tls(conn);
+	return 0;
+}
+
+bool pl_conn_is_tls(const struct pl_conn *conn)
+{
+	return conn->tls;
+}
+
+SSL *pl_conn_ssl(struct pl_conn *conn)
+{
+	return conn->tls ? bufferevent_openssl_get_ssl(conn->bev) : NULL;
+}
+
+void pl_conn_close_after_flush(struct pl_conn *conn)
+{
+	if (conn->closing)
+		return;
+	conn->closing = true;
+	bufferevent_disable(conn->bev, EV_READ);
+	/* A peer that never reads must not keep us waiting forever. */
+	struct timeval flush_limit = { 5, 0 };
+	bufferevent_set_timeouts(conn->bev, NULL, &flush_limit);
+	if (pl_conn_pending_output(conn) == 0)
+		bufferevent_trigger(conn->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
+}
+
+static void close_now(struct pl_conn *conn, enum pl_conn_close_reason reason)
+{
+	if (conn->in_callback) {
+		conn->free_deferred = true;
+		conn->callbacks->on_close(conn, reason, conn->userdata);
+		return;
+	}
+	conn->callbacks->on_close(conn, reason, conn->userdata);
+	pl_conn_free(conn);
+}
+
+void pl_conn_free(struct pl_conn *conn)
+{
+	if (conn->in_callback) {
+		conn->free_deferred = true;
+		return;
+	}
+	if (conn->tls) {
+		SSL *ssl = bufferevent_openssl_get_ssl(conn->bev);
+		/* A quiet shutdown: no close_notify round trip on a dying socket. */
+		if (ssl)
+			SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN);
+	}
+	bufferevent_free(conn->bev);
+	if (conn->bucket)
+		ev_token_bucket_cfg_free(conn->bucket);
+	free(conn);
+}
+
+void pl_conn_set_idle_timeout(struct pl_conn *conn, int64_t milliseconds)
+{
+	conn->idle_timeout_ms = milliseconds;
+	if (!conn->closing)
+		set_timeouts(conn);
+}
+
+int pl_conn_set_read_limit(struct pl_conn *conn, size_t bytes_per_second, size_t burst)
+{
+	if (conn->bucket) {
+		bufferevent_set_rate_limit(conn->bev, NULL);
+		ev_token_bucket_cfg_free(conn->bucket);
+		conn->bucket = NULL;
+	}
+	if (bytes_per_second == 0)
+		return 0;
+	conn->bucket = ev_token_bucket_cfg_new(bytes_per_second, burst ? burst : bytes_per_second,
+					       EV_RATE_LIMIT_MAX, EV_RATE_LIMIT_MAX, NULL);
+	if (!conn->bucket)
+		return -ENOMEM;
+	return bufferevent_set_rate_limit(conn->bev, conn->bucket) == 0 ? 0 : -EINVAL;
+}
+
+const char *pl_conn_peer_address(const struct pl_conn *conn)
+{
+	return conn->address;
+}
+
+bool pl_conn_peer_is_loopback(const struct pl_conn *conn)
+{
+	return conn->loopback;
+}

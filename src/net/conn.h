@@ -1,0 +1,63 @@
+/* A stream connection (client, server or component): a libevent
+ * bufferevent on a socket, upgraded in place to TLS for STARTTLS or TLS
+ * from the first byte for direct TLS (XEP-0368). The owner (c2s, s2s...)
+ * gets decrypted bytes through on_data and one on_close when the
+ * connection ends for any reason; it writes with pl_conn_write. Per
+ * connection read rate limits and an idle timeout are built in so that a
+ * flooding or silent peer never costs other users anything. Network
+ * thread only. */
+#ifndef PL_NET_CONN_H
+#define PL_NET_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "net/tls.h"
+
+struct event_base;
+struct pl_conn;
+
+enum pl_conn_close_reason {
+	PL_CONN_CLOSED_BY_PEER,   /* EOF */
+	PL_CONN_ERROR,            /* socket or TLS error */
+	PL_CONN_TIMEOUT,          /* idle timeout */
+	PL_CONN_CLOSED_LOCALLY,   /* pl_conn_close_after_flush finished */
+};
+
+struct pl_conn_callbacks {
+	/* New bytes are in data[0..len); return how many were consumed: the
+	 * rest stays buffered (used when a STARTTLS switch must not consume
+	 * the bytes that follow <starttls/>). */
+	size_t (*on_data)(struct pl_conn *conn, const char *data, size_t len, void *userdata);
+	/* Called once; the connection is freed right after it returns. */
+	void (*on_close)(struct pl_conn *conn, enum pl_conn_close_reason reason,
+			 void *userdata);
+};
+
+/* Takes ownership of fd. alpn != PL_TLS_ALPN_NONE means direct TLS. */
+struct pl_conn *pl_conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
+			    socklen_t peer_len, enum pl_tls_alpn direct_tls,
+			    const struct pl_conn_callbacks *callbacks, void *userdata);
+void pl_conn_write(struct pl_conn *conn, const void *data, size_t len);
+/* Bytes queued but not yet written to the socket. */
+size_t pl_conn_pending_output(const struct pl_conn *conn);
+/* Switches to TLS once everything written so far is flushed (the
+ * <proceed/> must go out in plaintext). 0 or -errno. */
+int pl_conn_start_tls(struct pl_conn *conn);
+bool pl_conn_is_tls(const struct pl_conn *conn);
+SSL *pl_conn_ssl(struct pl_conn *conn);
+/* Stops reading, flushes what is queued, then closes (on_close runs with
+ * PL_CONN_CLOSED_LOCALLY). Bounded by a short timeout. */
+void pl_conn_close_after_flush(struct pl_conn *conn);
+/* Closes at once, without on_close (the owner is going away). */
+void pl_conn_free(struct pl_conn *conn);
+void pl_conn_set_idle_timeout(struct pl_conn *conn, int64_t milliseconds);
+/* Token bucket on reads: bytes per second with a burst; 0 removes it. */
+int pl_conn_set_read_limit(struct pl_conn *conn, size_t bytes_per_second, size_t burst);
+/* "203.0.113.5" / "::1", for logs and per-address limits. */
+const char *pl_conn_peer_address(const struct pl_conn *conn);
+bool pl_conn_peer_is_loopback(const struct pl_conn *conn);
+
+#endif

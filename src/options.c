@@ -1,0 +1,301 @@
+/* Typed options: one parser per type, and pl_options_apply, which fills a
+ * conf struct from a config section through an option table. The core's
+ * sections and every module's <module> element go through here, so each
+ * setting gets the same strictness (unknown, repeated, ill-typed or
+ * out-of-range values are errors with file and line, never clamped) and
+ * the same wording. */
+#include "config.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int pl_parse_bool(const char *text, bool *out, char **error)
+{
+	static const char *const truths[] = { "true", "yes", "on", "1" };
+	static const char *const lies[] = { "false", "no", "off", "0" };
+	for (size_t i = 0; i < PL_ARRAY_LEN(truths); i++) {
+		if (strcasecmp(text, truths[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(text, lies[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return pl_error(error, -EINVAL, "expected true or false, got \"%s\"", text);
+}
+
+/* Reads an unsigned decimal prefix; *end points past it. */
+static int parse_digits(const char *text, uint64_t *value, const char **end)
+{
+	uint64_t v = 0;
+	const char *p = text;
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		unsigned digit = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - digit) / 10)
+			return -ERANGE;
+		v = v * 10 + digit;
+	}
+	*value = v;
+	*end = p;
+	return 0;
+}
+
+int pl_parse_int(const char *text, int64_t *out, char **error)
+{
+	const char *p = text;
+	bool negative = false;
+	if (*p == '-' || *p == '+')
+		negative = *p++ == '-';
+	uint64_t v;
+	const char *end;
+	int rc = parse_digits(p, &v, &end);
+	if (rc == 0 && *end != '\0')
+		rc = -EINVAL;
+	if (rc == 0 && v > (negative ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX))
+		rc = -ERANGE;
+	if (rc == -ERANGE)
+		return pl_error(error, -EINVAL, "%s is too large", text);
+	if (rc)
+		return pl_error(error, -EINVAL, "expected an integer, got \"%s\"", text);
+	*out = negative ? (int64_t)(0 - v) : (int64_t)v;
+	return 0;
+}
+
+struct unit {
+	const char *name;
+	uint64_t factor;
+};
+
+static int parse_with_units(const char *text, const struct unit *units, size_t unit_count,
+			    uint64_t default_factor, uint64_t *out)
+{
+	uint64_t v;
+	const char *end;
+	int rc = parse_digits(text, &v, &end);
+	if (rc)
+		return rc;
+	while (*end == ' ')
+		end++;
+	uint64_t factor = default_factor;
+	if (*end) {
+		factor = 0;
+		for (size_t i = 0; i < unit_count; i++)
+			if (strcmp(end, units[i].name) == 0)
+				factor = units[i].factor;
+		if (!factor)
+			return -EINVAL;
+	}
+	if (v != 0 && factor > UINT64_MAX / v)
+		return -ERANGE;
+	*out = v * factor;
+	return 0;
+}
+
+static const struct unit size_units[] = {
+	{ "B", 1 },
+	{ "k", 1ull << 10 }, { "K", 1ull << 10 }, { "KiB", 1ull << 10 }, { "KB", 1000ull },
+	{ "M", 1ull << 20 }, { "MiB", 1ull << 20 }, { "MB", 1000000ull },
+	{ "G", 1ull << 30 }, { "GiB", 1ull << 30 }, { "GB", 1000000000ull },
+	{ "TiB", 1ull << 40 }, { "TB", 1000000000000ull },
+};
+
+static const struct unit duration_units[] = {
+	{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 }, { "d", 86400000 },
+};
+
+int pl_parse_size(const char *text, uint64_t *out, char **error)
+{
+	int rc = parse_with_units(text, size_units, PL_ARRAY_LEN(size_units), 1, out);
+	if (rc == -ERANGE)
+		return pl_error(error, -EINVAL, "%s is too large", text);
+	if (rc)
+		return pl_error(error, -EINVAL,
+				"expected a size such as 512, 64KiB, 10MiB or 1GiB, got \"%s\"", text);
+	return 0;
+}
+
+int pl_parse_duration_ms(const char *text, int64_t *out, char **error)
+{
+	uint64_t v;
+	int rc = parse_with_units(text, duration_units, PL_ARRAY_LEN(duration_units), 1000, &v);
+	if (rc == 0 && v > INT64_MAX)
+		rc = -ERANGE;
+	if (rc == -ERANGE)
+		return pl_error(error, -EINVAL, "%s is too long", text);
+	if (rc)
+		return pl_error(error, -EINVAL,
+				"expected a duration such as 250ms, 30s, 5m, 2h or 1d, got \"%s\"",
+				text);
+	*out = (int64_t)v;
+	return 0;
+}
+
+/* "64KiB", "90s": a value in the option's own unit, for messages. */
+static char *human(enum pl_option_type type, int64_t value)
+{
+	if (type == PL_OPT_SIZE) {
+		static const char *const names[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+		size_t i = 0;
+		uint64_t v = (uint64_t)value;
+		while (i + 1 < PL_ARRAY_LEN(names) && v >= 1024 && v % 1024 == 0) {
+			v /= 1024;
+			i++;
+		}
+		return pl_asprintf("%" PRIu64 "%s", v, names[i]);
+	}
+	if (type == PL_OPT_DURATION) {
+		if (value % 1000 == 0)
+			return pl_asprintf("%" PRId64 "s", value / 1000);
+		return pl_asprintf("%" PRId64 "ms", value);
+	}
+	return pl_asprintf("%" PRId64, value);
+}
+
+/* Parses one value of a scalar type into the conf slot. */
+static int parse_value(const struct pl_option *o, void *slot, const char *text, char **error)
+{
+	int64_t number = 0;
+	int rc = 0;
+	switch (o->type) {
+	case PL_OPT_BOOL:
+		return pl_parse_bool(text, slot, error);
+	case PL_OPT_INT:
+		rc = pl_parse_int(text, &number, error);
+		break;
+	case PL_OPT_DURATION:
+		rc = pl_parse_duration_ms(text, &number, error);
+		break;
+	case PL_OPT_SIZE: {
+		uint64_t size;
+		rc = pl_parse_size(text, &size, error);
+		if (rc == 0 && size > INT64_MAX)
+			rc = pl_error(error, -EINVAL, "%s is too large", text);
+		number = (int64_t)size;
+		break;
+	}
+	case PL_OPT_ENUM:
+		for (int i = 0; o->choices && o->choices[i]; i++) {
+			if (strcmp(o->choices[i], text) == 0) {
+				*(int *)slot = i;
+				return 0;
+			}
+		}
+		{
+			struct pl_buf list = { 0 };
+			for (int i = 0; o->choices && o->choices[i]; i++)
+				pl_buf_printf(&list, "%s%s", i ? ", " : "", o->choices[i]);
+			rc = pl_error(error, -EINVAL, "expected one of: %s; got \"%s\"",
+				      list.data ? list.data : "", text);
+			pl_buf_free(&list);
+		}
+		return rc;
+	case PL_OPT_STRING:
+		free(*(char **)slot);
+		*(char **)slot = pl_strdup(text);
+		return 0;
+	case PL_OPT_JID:
+		if (!*text || strpbrk(text, " \t\r\n"))
+			return pl_error(error, -EINVAL, "expected a JID, got \"%s\"", text);
+		free(*(char **)slot);
+		*(char **)slot = pl_strdup(text);
+		return 0;
+	case PL_OPT_LIST: {
+		struct pl_string_list *list = slot;
+		list->items = pl_realloc(list->items, (list->count + 1) * sizeof(*list->items));
+		list->items[list->count++] = pl_strdup(text);
+		return 0;
+	}
+	}
+	if (rc)
+		return rc;
+	if (o->max > o->min && (number < o->min || number > o->max)) {
+		char *value = human(o->type, number);
+		char *limit = human(o->type, number < o->min ? o->min : o->max);
+		rc = pl_error(error, -EINVAL, "%s is %s the %s %s", value,
+			      number < o->min ? "below" : "above",
+			      number < o->min ? "minimum" : "maximum", limit);
+		free(value);
+		free(limit);
+		return rc;
+	}
+	if (o->type == PL_OPT_SIZE)
+		*(uint64_t *)slot = (uint64_t)number;
+	else
+		*(int64_t *)slot = number;
+	return 0;
+}
+
+void pl_options_free(const struct pl_option *options, void *conf)
+{
+	for (const struct pl_option *o = options; o && o->name; o++) {
+		void *slot = (char *)conf + o->offset;
+		if (o->type == PL_OPT_STRING || o->type == PL_OPT_JID) {
+			free(*(char **)slot);
+			*(char **)slot = NULL;
+		} else if (o->type == PL_OPT_LIST) {
+			struct pl_string_list *list = slot;
+			for (size_t i = 0; i < list->count; i++)
+				free(list->items[i]);
+			free(list->items);
+			list->items = NULL;
+			list->count = 0;
+		}
+	}
+}
+
+int pl_options_apply(const struct pl_option *options, void *conf,
+		     const struct pl_config_section *section, const char *file,
+		     const char *what, char **error)
+{
+	for (const struct pl_option *o = options; o->name; o++) {
+		if (!o->default_value)
+			continue;
+		char *reason = NULL;
+		if (parse_value(o, (char *)conf + o->offset, o->default_value, &reason) != 0)
+			pl_fatal("option %s %s: bad default \"%s\": %s", what, o->name,
+				 o->default_value, reason);
+	}
+	if (!section)
+		return 0;
+	for (size_t i = 0; i < section->entry_count; i++) {
+		const struct pl_config_entry *e = &section->entries[i];
+		const struct pl_option *o = options;
+		while (o->name && strcmp(o->name, e->key) != 0)
+			o++;
+		if (!o->name) {
+			struct pl_buf known = { 0 };
+			for (const struct pl_option *k = options; k->name; k++)
+				pl_buf_printf(&known, "%s%s", k == options ? "" : ", ", k->name);
+			int rc = pl_error(error, -EINVAL, "%s:%d: %s has no option '%s' (known: %s)",
+					  file, e->line, what, e->key,
+					  known.data ? known.data : "none");
+			pl_buf_free(&known);
+			return rc;
+		}
+		if (o->type != PL_OPT_LIST) {
+			for (size_t j = 0; j < i; j++)
+				if (strcmp(section->entries[j].key, e->key) == 0)
+					return pl_error(error, -EINVAL,
+							"%s:%d: %s %s is given twice", file, e->line,
+							what, e->key);
+		}
+		char *reason = NULL;
+		if (parse_value(o, (char *)conf + o->offset, e->value, &reason) != 0) {
+			int rc = pl_error(error, -EINVAL, "%s:%d: %s %s: %s", file, e->line, what,
+					  e->key, reason);
+			free(reason);
+			return rc;
+		}
+	}
+	return 0;
+}
