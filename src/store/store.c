@@ -668,7 +668,8 @@ int pl_store_scan(struct pl_store_read *r, struct pl_store_space *space, const v
 	}
 	int result = 0;
 	while (rc == 0) {
-		if (key.mv_size < prefix_len || memcmp(key.mv_data, prefix, prefix_len) != 0)
+		if (prefix_len &&
+		    (key.mv_size < prefix_len || memcmp(key.mv_data, prefix, prefix_len) != 0))
 			break;
 		result = fn(arg, key.mv_data, key.mv_size, value.mv_data, value.mv_size);
 		if (result)

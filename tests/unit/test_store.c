@@ -189,6 +189,8 @@ int main(void)
 	bool found = rc == 0 && mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0 &&
 		     mdb_dbi_open(txn, "test.items", 0, &dbi) == 0 && mdb_get(txn, dbi, &key, &data) == 0;
 	ok(found, "the backup is an LMDB file holding the data");
+	if (found)
+		mdb_txn_abort(txn);
 	mdb_env_close(env);
 	unlink(backup);
 	char lock[220];
