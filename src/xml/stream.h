@@ -1,0 +1,68 @@
+/* The XMPP stream parser: expat with namespace processing, fed raw bytes,
+ * building one depth-2 element (a stanza or a stream-level element such as
+ * <auth/>) at a time and handing it over whole. It enforces the limits of
+ * RFC 6120 section 11 and ARCHITECTURE.md: no DTD, entity declaration,
+ * comment or processing instruction (restricted-xml), a maximum stanza
+ * size, depth and attribute count (policy-violation), and well-formed
+ * UTF-8 XML (not-well-formed). A stanza is never buffered past the size
+ * limit: input is checked before expat sees it. After an error the parser
+ * refuses further input. */
+#ifndef PL_XML_STREAM_H
+#define PL_XML_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "xml/xnode.h"
+
+#define PL_NS_STREAMS "http://etherx.jabber.org/streams"
+
+enum pl_xml_error {
+	PL_XML_NOT_WELL_FORMED,
+	PL_XML_RESTRICTED_XML,
+	PL_XML_POLICY_VIOLATION,
+};
+/* The RFC 6120 stream error condition name for an error. */
+const char *pl_xml_error_condition(enum pl_xml_error error);
+
+struct pl_xml_limits {
+	size_t max_stanza_bytes;  /* default 256 KiB */
+	unsigned max_depth;       /* default 64, counting the stream element */
+	unsigned max_attributes;  /* per element, default 128 */
+};
+extern const struct pl_xml_limits pl_xml_default_limits;
+
+struct pl_xml_stream_callbacks {
+	/* <stream:stream ...>: its qualified name parts, the default namespace
+	 * declared on it (e.g. "jabber:client", or NULL), and its attributes as
+	 * NULL-terminated name/value pairs (xml:lang as "xml:lang"). */
+	void (*on_open)(void *userdata, const char *name, const char *ns,
+			const char *content_ns, const char *const *attributes);
+	/* A complete depth-2 element; the callee owns it (pl_xnode_unref). */
+	void (*on_element)(void *userdata, struct pl_xnode *element);
+	/* </stream:stream>. */
+	void (*on_close)(void *userdata);
+	void (*on_error)(void *userdata, enum pl_xml_error error, const char *detail);
+};
+
+struct pl_xml_stream;
+
+struct pl_xml_stream *pl_xml_stream_new(const struct pl_xml_limits *limits,
+					const struct pl_xml_stream_callbacks *callbacks,
+					void *userdata);
+void pl_xml_stream_free(struct pl_xml_stream *stream);
+
+/* Parses data. Returns how many bytes were consumed: all of them, unless a
+ * callback called pl_xml_stream_pause, in which case parsing stopped right
+ * after the element being delivered (the rest belongs to what comes next,
+ * e.g. TLS after <starttls/>). -1 after an error (on_error was called). */
+ssize_t pl_xml_stream_feed(struct pl_xml_stream *stream, const char *data, size_t len);
+/* From inside a callback: stop after the current element. */
+void pl_xml_stream_pause(struct pl_xml_stream *stream);
+/* Starts over for a new stream header (after STARTTLS and SASL). Not from
+ * inside a callback: pause, then reset once feed returned. */
+void pl_xml_stream_reset(struct pl_xml_stream *stream);
+bool pl_xml_stream_failed(const struct pl_xml_stream *stream);
+
+#endif
