@@ -73,6 +73,7 @@ int pl_accounts_make_credentials(const char *password, uint32_t iterations,
 		goto out;
 	memset(out, 0, sizeof(*out));
 	pl_random_bytes(out->salt, sizeof(out->salt));
+	out->salt_len = sizeof(out->salt);
 	out->iterations = iterations;
 	rc = pl_scram_derive(PL_SCRAM_SHA1, prepared, out->salt, sizeof(out->salt), iterations,
 			     out->stored_key_sha1, out->server_key_sha1);
@@ -161,6 +162,7 @@ int pl_account_decode(const void *value, size_t len, struct pl_account *out)
 	p = get_u32(p, &account.flags);
 	p = get_u64(p, &account.created);
 	p = get_bytes(p, c->salt, sizeof(c->salt));
+	c->salt_len = sizeof(c->salt);
 	p = get_bytes(p, c->stored_key_sha1, sizeof(c->stored_key_sha1));
 	p = get_bytes(p, c->server_key_sha1, sizeof(c->server_key_sha1));
 	p = get_bytes(p, c->stored_key_sha256, sizeof(c->stored_key_sha256));

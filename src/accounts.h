@@ -18,6 +18,9 @@
 
 struct pl_scram_credentials {
 	uint8_t salt[PL_ACCOUNT_SALT_LEN];
+	/* Bytes of salt in use: PL_ACCOUNT_SALT_LEN for every stored account;
+	 * shorter only for the RFC test vectors. 0 reads as the full length. */
+	uint8_t salt_len;
 	uint32_t iterations;
 	uint8_t stored_key_sha1[20];
 	uint8_t server_key_sha1[20];

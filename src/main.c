@@ -93,6 +93,16 @@ static int write_pidfile(const char *path, char **error)
 /* Everything start-up made, in reverse; safe on a partial start-up. */
 static void shut_down(struct event **signals, size_t signal_count)
 {
+	/* A second SIGTERM while the store flushes must not kill us halfway:
+	 * once the loop is done, shutdown runs to the end. Freeing the signal
+	 * events restores the default handlers, so ignore after that. */
+	for (size_t i = 0; i < signal_count; i++)
+		if (signals[i]) {
+			event_free(signals[i]);
+			signals[i] = NULL;
+		}
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
 	pl_ctl_server_stop();
 	pl_modules_unload_all();
 	pl_accounts_shutdown();
