@@ -1,9 +1,10 @@
-/* mod_version: XEP-0092 Software Version. It declares the feature and the
- * reply it will give (name, version and, unless hidden, the OS); the IQ
- * handler attaches to "iq-get/jabber:iq:version:query" once client streams
- * deliver stanzas. Until then it proves the module path: options, load,
- * features, unload. */
+/* mod_version: XEP-0092 Software Version. Answers a version query sent
+ * to the server with the configured name, Parley's version and, only when
+ * show-os is on, the operating system (off by default: it helps
+ * attackers pick exploits). */
+#include "autoconfig.h"
 #include "parley/module.h"
+#include "router.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,6 +41,32 @@ static int version_check(const void *conf_ptr, char **error)
 	return 0;
 }
 
+static char *reported_name;
+
+static int on_version_query(struct pl_event *event, void *userdata)
+{
+	struct pl_iq_event *iq = event->data;
+	struct pl_xnode *reply = pl_iq_result(iq->stanza);
+	struct pl_xnode *query = pl_xnode_add_element(reply, "query", NS_VERSION);
+	struct pl_xnode *name = pl_xnode_add_element(query, "name", NULL);
+	pl_xnode_add_text(name, reported_name, strlen(reported_name));
+	struct pl_xnode *version = pl_xnode_add_element(query, "version", NULL);
+	pl_xnode_add_text(version, PACKAGE_VERSION, strlen(PACKAGE_VERSION));
+	if (os_description[0]) {
+		struct pl_xnode *os = pl_xnode_add_element(query, "os", NULL);
+		pl_xnode_add_text(os, os_description, strlen(os_description));
+	}
+	pl_route(reply, NULL);
+	pl_xnode_unref(&reply);
+	return PL_HANDLED;
+}
+
+static void version_unload(struct pl_module *m)
+{
+	free(reported_name);
+	reported_name = NULL;
+}
+
 static int version_load(struct pl_module *m, const void *conf_ptr, char **error)
 {
 	const struct version_conf *conf = conf_ptr;
@@ -51,6 +78,8 @@ static int version_load(struct pl_module *m, const void *conf_ptr, char **error)
 				 uts.release);
 	}
 	pl_feature(m, NS_VERSION);
+	reported_name = strdup(conf->name);
+	pl_hook(m, "iq/get/" NS_VERSION, on_version_query, NULL, 0);
 	pl_module_log(m, 3, "will answer as %s%s%s", conf->name, os_description[0] ? " on " : "",
 		      os_description);
 	return 0;
@@ -58,4 +87,4 @@ static int version_load(struct pl_module *m, const void *conf_ptr, char **error)
 
 PL_MODULE(version, .version = "0.1", .options = version_options,
 	  .conf_size = sizeof(struct version_conf), .check = version_check,
-	  .load = version_load);
+	  .load = version_load, .unload = version_unload);

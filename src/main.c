@@ -7,6 +7,8 @@
 #include "autoconfig.h" /* PACKAGE_VERSION */
 #include "config.h"
 #include "accounts.h"
+#include "c2s.h"
+#include "router.h"
 #include "ctl/ctl.h"
 #include "hooks.h"
 #include "log.h"
@@ -90,6 +92,27 @@ static int write_pidfile(const char *path, char **error)
 	return 0;
 }
 
+static void check_drained(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t *deadline = arg;
+	if (pl_c2s_idle() || pl_now_ms() >= *deadline)
+		event_base_loopbreak(pl_server.base);
+}
+
+/* Sends <system-shutdown/> to every client and lets the loop run until
+ * they are gone or two seconds passed, so the errors reach them. */
+static void drain_streams(void)
+{
+	if (!pl_c2s_begin_shutdown())
+		return;
+	int64_t deadline = pl_now_ms() + 2000;
+	struct event *tick = event_new(pl_server.base, -1, EV_PERSIST, check_drained, &deadline);
+	struct timeval every = { 0, 20000 };
+	event_add(tick, &every);
+	event_base_dispatch(pl_server.base);
+	event_free(tick);
+}
+
 /* Everything start-up made, in reverse; safe on a partial start-up. */
 static void shut_down(struct event **signals, size_t signal_count)
 {
@@ -104,6 +127,7 @@ static void shut_down(struct event **signals, size_t signal_count)
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	pl_ctl_server_stop();
+	pl_c2s_stop();
 	pl_modules_unload_all();
 	pl_accounts_shutdown();
 	if (pl_server.store) {
@@ -111,6 +135,7 @@ static void shut_down(struct event **signals, size_t signal_count)
 		pl_server.store = NULL;
 	}
 	pl_server_free_hosts();
+	pl_router_shutdown();
 	pl_hooks_shutdown();
 	for (size_t i = 0; i < signal_count; i++)
 		if (signals[i])
@@ -221,9 +246,11 @@ int main(int argc, char **argv)
 		pl_log(PL_LOG_ERROR, "core", "cannot open the accounts store");
 		goto out;
 	}
+	pl_router_init();
 	if (pl_server_load_hosts(pl_server.config, &error) != 0 ||
 	    pl_modules_load_all(pl_server.config, module_dir(), &error) != 0 ||
-	    pl_ctl_server_start(pl_server.base, pl_server.core.control_socket, &error) != 0) {
+	    pl_ctl_server_start(pl_server.base, pl_server.core.control_socket, &error) != 0 ||
+	    pl_c2s_start(pl_server.base, pl_server.config, &error) != 0) {
 		pl_log(PL_LOG_ERROR, "core", "%s", error);
 		goto out;
 	}
@@ -252,6 +279,7 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(pl_server.base);
 	pl_log(PL_LOG_INFO, "core", "stopping");
+	drain_streams();
 	status = 0;
 
 out:

@@ -73,7 +73,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 		if (conn->free_deferred)
 			break;
 		evbuffer_drain(input, used);
-		if (used < chunk.iov_len)
+		if (used == 0)
 			break;
 	}
 	if (conn->free_deferred)

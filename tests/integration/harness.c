@@ -76,17 +76,18 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 		"  <storage path=\"%s\" %s/>\n"
 		"  <control socket=\"%s\"/>\n"
 		"  <host name=\"localhost\"/>\n"
+		"  <c2s address=\"127.0.0.1\" port=\"%d\" tls-port=\"%d\"/>\n"
 		"  <modules path=\"%s/modules/.libs\">\n"
 		"    <module name=\"version\"/>\n"
 		"  </modules>\n"
 		"%s"
 		"</parley>\n";
 	const char *storage = storage_extra ? storage_extra : "durability=\"none\"";
-	int n = snprintf(NULL, 0, format, s->storage_path, storage, s->socket_path,
-			 ph_builddir(), extra_xml ? extra_xml : "");
+	int n = snprintf(NULL, 0, format, s->storage_path, storage, s->socket_path, s->c2s_port,
+			 s->c2s_tls_port, ph_builddir(), extra_xml ? extra_xml : "");
 	char *text = malloc((size_t)n + 1);
-	snprintf(text, (size_t)n + 1, format, s->storage_path, storage, s->socket_path,
-		 ph_builddir(), extra_xml ? extra_xml : "");
+	snprintf(text, (size_t)n + 1, format, s->storage_path, storage, s->socket_path, s->c2s_port,
+		 s->c2s_tls_port, ph_builddir(), extra_xml ? extra_xml : "");
 	return text;
 }
 
@@ -111,6 +112,9 @@ int ph_server_init(struct ph_server *s, const char *extra_xml)
 	snprintf(s->socket_path, sizeof(s->socket_path), "%s/ctl.sock", s->dir);
 	snprintf(s->log_path, sizeof(s->log_path), "%s/parleyd.log", s->dir);
 	s->c2s_port = ph_free_port();
+	do
+		s->c2s_tls_port = ph_free_port();
+	while (s->c2s_tls_port == s->c2s_port);
 	char *config = ph_standard_config(s, NULL, extra_xml);
 	int rc = ph_server_write_config(s, config);
 	free(config);

@@ -16,7 +16,8 @@ struct ph_server {
 	char storage_path[300];
 	char socket_path[300];
 	char log_path[300];     /* parleyd's stderr */
-	int c2s_port;           /* a free port reserved for the client listener */
+	int c2s_port;           /* a free port for the STARTTLS client listener */
+	int c2s_tls_port;       /* a free port for direct TLS */
 };
 
 /* Creates the temporary directory and writes a config whose <parley> body

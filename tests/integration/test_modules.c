@@ -17,6 +17,7 @@ static char *module_config(const struct ph_server *s, const char *modules_xml)
 		"  <storage path=\"%s\" durability=\"none\"/>\n"
 		"  <control socket=\"%s\"/>\n"
 		"  <host name=\"localhost\"/>\n"
+		"  <c2s port=\"0\" tls-port=\"0\"/>\n"
 		"  <modules path=\"%s/tests/modules/.libs\">\n"
 		"%s"
 		"  </modules>\n"
@@ -70,7 +71,7 @@ int main(void)
 	status = run_with("    <module name=\"testopts\" colour=\"red\"/>\n", &log);
 	ok(status != 0, "an unknown module option stops start-up");
 	has_str(log, "has no option 'colour'", "the error names the unknown option");
-	has_str(log, "parley.xml:7", "and its line");
+	has_str(log, "parley.xml:8", "and its line");
 	has_str(log, "known: flag, count", "and lists the known options");
 	free(log);
 

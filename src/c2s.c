@@ -1,0 +1,767 @@
+/* Client streams. Each connection owns an expat stream parser and, once
+ * authenticated and bound, a pl_session in the router. Negotiation follows
+ * RFC 6120 section 4-7: features on each stream header; STARTTLS (required
+ * unless the configuration allows plaintext on loopback); SASL with the
+ * mechanisms of sasl.c (PLAIN only inside TLS); then bind and the optional
+ * session. Before authentication only negotiation elements are allowed
+ * (anything else is a not-authorized stream error). Every stream error is
+ * logged with its condition and the peer address. */
+#include "c2s.h"
+#include "accounts.h"
+#include "jid.h"
+#include "log.h"
+#include "net/conn.h"
+#include "net/listener.h"
+#include "router.h"
+#include "sasl.h"
+#include "scram.h"
+#include "server.h"
+#include "util.h"
+#include "xml/stream.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
+#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
+#define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
+#define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
+
+struct c2s_conf {
+	char *address;
+	int64_t port;
+	int64_t tls_port;
+	bool require_tls;
+	bool allow_plaintext_loopback;
+	uint64_t max_stanza_size;
+	int64_t negotiation_timeout_ms;
+	int64_t max_resources;
+};
+
+static const struct pl_option c2s_options[] = {
+	{ "address", PL_OPT_STRING, "*", 0, 0, NULL, offsetof(struct c2s_conf, address),
+	  "listen address" },
+	{ "port", PL_OPT_INT, "5222", 0, 65535, NULL, offsetof(struct c2s_conf, port),
+	  "STARTTLS port, 0 for none" },
+	{ "tls-port", PL_OPT_INT, "5223", 0, 65535, NULL, offsetof(struct c2s_conf, tls_port),
+	  "direct TLS port (XEP-0368), 0 for none" },
+	{ "require-tls", PL_OPT_BOOL, "true", 0, 0, NULL, offsetof(struct c2s_conf, require_tls),
+	  NULL },
+	{ "allow-plaintext-loopback", PL_OPT_BOOL, "false", 0, 0, NULL,
+	  offsetof(struct c2s_conf, allow_plaintext_loopback), NULL },
+	{ "max-stanza-size", PL_OPT_SIZE, "256KiB", 4096, 64 << 20, NULL,
+	  offsetof(struct c2s_conf, max_stanza_size), NULL },
+	{ "negotiation-timeout", PL_OPT_DURATION, "30s", 1000, 600000, NULL,
+	  offsetof(struct c2s_conf, negotiation_timeout_ms), NULL },
+	{ "max-resources", PL_OPT_INT, "32", 1, 1000, NULL,
+	  offsetof(struct c2s_conf, max_resources), NULL },
+	{ NULL }
+};
+
+enum c2s_state { WAIT_HEADER, NEGOTIATING, BOUND, CLOSING };
+
+struct c2s {
+	struct pl_conn *conn;           /* owned: freed by the conn layer after on_close */
+	struct pl_xml_stream *parser;   /* owned */
+	struct pl_sasl *sasl;           /* owned while SASL runs */
+	struct pl_session session;      /* in the router once bound */
+	enum c2s_state state;
+	const struct pl_host *host;
+	char *username;                 /* localpart after SASL */
+	char stream_id[33];
+	bool authenticated;
+	bool restart;                   /* after <proceed/> or <success/> */
+	bool start_tls;
+	bool bound;
+	bool plus_offered;
+	struct c2s *prev, *next;
+};
+
+static struct c2s_conf conf;
+static struct pl_listener *plain_listener, *tls_listener;
+static struct event_base *loop;
+static struct c2s *streams;
+static struct pl_xml_limits limits;
+
+static void write_text(struct c2s *c, const char *text)
+{
+	pl_conn_write(c->conn, text, strlen(text));
+}
+
+static void write_node(struct c2s *c, const struct pl_xnode *n)
+{
+	struct pl_buf out = { 0 };
+	pl_xnode_serialize(n, PL_NS_CLIENT, &out);
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+}
+
+static void unlink_stream(struct c2s *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (streams == c)
+		streams = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void free_stream(struct c2s *c)
+{
+	if (c->bound) {
+		pl_router_unbind(&c->session);
+		c->bound = false;
+	}
+	unlink_stream(c);
+	pl_xml_stream_free(c->parser);
+	pl_sasl_free(c->sasl);
+	free(c->session.full_jid);
+	free(c->session.bare_jid);
+	free(c->username);
+	free(c);
+}
+
+static void broadcast_unavailable(struct c2s *c)
+{
+	if (!c->bound || !c->session.available)
+		return;
+	c->session.available = false;
+	struct pl_xnode *presence = pl_xnode_new("presence", PL_NS_CLIENT);
+	pl_xnode_set_attr(presence, "type", "unavailable");
+	pl_xnode_set_attr(presence, "from", c->session.full_jid);
+	for (struct pl_session *s = pl_router_sessions_of(c->session.bare_jid); s;
+	     s = s->next_of_user) {
+		if (s == &c->session || !s->available)
+			continue;
+		pl_xnode_set_attr(presence, "to", s->full_jid);
+		s->deliver(s, presence);
+	}
+	pl_xnode_unref(&presence);
+}
+
+/* Ends the stream with an RFC 6120 4.9 stream error. */
+static void stream_error(struct c2s *c, const char *condition, const char *text)
+{
+	if (c->state == CLOSING)
+		return;
+	pl_log_session(PL_LOG_INFO, "c2s", c->stream_id, "%s: stream error %s%s%s",
+		       pl_conn_peer_address(c->conn), condition, text ? ": " : "", text ? text : "");
+	struct pl_buf out = { 0 };
+	if (c->state == WAIT_HEADER)
+		pl_buf_printf(&out, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+				    "xmlns:stream='http://etherx.jabber.org/streams' id='%s' "
+				    "version='1.0'>", c->stream_id);
+	pl_buf_printf(&out, "<stream:error><%s xmlns='" NS_STREAM_ERRORS "'/>", condition);
+	if (text) {
+		pl_buf_puts(&out, "<text xmlns='" NS_STREAM_ERRORS "' xml:lang='en'>");
+		pl_xml_escape(&out, text, strlen(text));
+		pl_buf_puts(&out, "</text>");
+	}
+	pl_buf_puts(&out, "</stream:error></stream:stream>");
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+	broadcast_unavailable(c);
+	if (c->bound) {
+		pl_router_unbind(&c->session);
+		c->bound = false;
+	}
+	c->state = CLOSING;
+	pl_conn_close_after_flush(c->conn);
+}
+
+/* ---- the router's view of this stream -------------------------------------- */
+
+static struct c2s *from_session(struct pl_session *s)
+{
+	return (struct c2s *)((char *)s - offsetof(struct c2s, session));
+}
+
+static void session_deliver(struct pl_session *s, const struct pl_xnode *stanza)
+{
+	struct c2s *c = from_session(s);
+	if (c->state == BOUND)
+		write_node(c, stanza);
+}
+
+static void session_replaced(struct pl_session *s)
+{
+	stream_error(from_session(s), "conflict", "replaced by a new login for this resource");
+}
+
+/* ---- SASL -------------------------------------------------------------------- */
+
+static int get_credentials(void *userdata, const char *username, struct pl_scram_credentials *out)
+{
+	struct c2s *c = userdata;
+	char *local = pl_jid_prep_local(username);
+	if (!local)
+		return -ENOENT;
+	char *bare = pl_asprintf("%s@%s", local, c->host->name);
+	free(local);
+	struct pl_account account;
+	int rc = pl_accounts_get(bare, &account);
+	free(bare);
+	if (rc)
+		return rc;
+	*out = account.credentials;
+	return account.flags & PL_ACCOUNT_DISABLED ? -EACCES : 0;
+}
+
+static int channel_binding(void *userdata, const char *type, uint8_t *out, size_t *out_len)
+{
+	struct c2s *c = userdata;
+	SSL *ssl = pl_conn_ssl(c->conn);
+	return ssl ? pl_tls_channel_binding(ssl, type, out, out_len) : -ENOTSUP;
+}
+
+static const struct pl_sasl_callbacks sasl_callbacks = { get_credentials, channel_binding };
+
+static const char *binding_type(struct c2s *c)
+{
+	SSL *ssl = pl_conn_ssl(c->conn);
+	if (!ssl)
+		return NULL;
+	return SSL_version(ssl) == TLS1_3_VERSION ? "tls-exporter" : "tls-server-end-point";
+}
+
+static void send_sasl(struct c2s *c, const char *element, const struct pl_buf *data)
+{
+	struct pl_buf out = { 0 };
+	pl_buf_printf(&out, "<%s xmlns='" NS_SASL "'>", element);
+	if (data && data->len) {
+		char *encoded = pl_base64_encode(data->data, data->len);
+		pl_buf_puts(&out, encoded);
+		free(encoded);
+	} else if (strcmp(element, "success") != 0) {
+		pl_buf_puts(&out, "=");
+	}
+	pl_buf_printf(&out, "</%s>", element);
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+}
+
+static void sasl_failure(struct c2s *c, const char *condition, const char *reason)
+{
+	pl_log_session(PL_LOG_WARN, "c2s", c->stream_id, "%s: authentication failed: %s (%s)",
+		       pl_conn_peer_address(c->conn), condition, reason);
+	struct pl_buf out = { 0 };
+	pl_buf_printf(&out, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+	pl_sasl_free(c->sasl);
+	c->sasl = NULL;
+}
+
+static void sasl_step(struct c2s *c, struct pl_xnode *element)
+{
+	char *text = pl_xnode_text(element);
+	uint8_t *decoded = NULL;
+	size_t decoded_len = 0;
+	bool empty = strcmp(text, "=") == 0 || text[0] == '\0';
+	if (!empty && pl_base64_decode(text, strlen(text), &decoded, &decoded_len) != 0) {
+		free(text);
+		sasl_failure(c, "incorrect-encoding", "bad base64");
+		return;
+	}
+	free(text);
+	struct pl_buf out = { 0 };
+	enum pl_sasl_condition condition;
+	const char *reason = NULL;
+	enum pl_sasl_result result = pl_sasl_step(c->sasl, decoded ? decoded : (const uint8_t *)"",
+						  decoded_len, &out, &condition, &reason);
+	free(decoded);
+	if (result == PL_SASL_CONTINUE) {
+		send_sasl(c, "challenge", &out);
+	} else if (result == PL_SASL_FAILURE) {
+		sasl_failure(c, pl_sasl_condition_name(condition), reason ? reason : "");
+	} else {
+		c->username = pl_jid_prep_local(pl_sasl_username(c->sasl));
+		pl_sasl_free(c->sasl);
+		c->sasl = NULL;
+		if (!c->username) {
+			sasl_failure(c, "not-authorized", "username is not a valid localpart");
+		} else {
+			c->authenticated = true;
+			send_sasl(c, "success", &out);
+			pl_log_session(PL_LOG_INFO, "c2s", c->stream_id, "%s: authenticated as %s@%s",
+				       pl_conn_peer_address(c->conn), c->username, c->host->name);
+			c->restart = true;
+			pl_xml_stream_pause(c->parser);
+		}
+	}
+	pl_buf_free(&out);
+}
+
+static void handle_auth(struct c2s *c, struct pl_xnode *element)
+{
+	if (c->authenticated || c->sasl) {
+		sasl_failure(c, "aborted", "authentication already in progress or done");
+		return;
+	}
+	const char *mechanism = pl_xnode_attr(element, "mechanism");
+	bool tls = pl_conn_is_tls(c->conn);
+	if (mechanism && strcmp(mechanism, "PLAIN") == 0 && !tls) {
+		sasl_failure(c, "encryption-required", "PLAIN needs TLS");
+		return;
+	}
+	struct pl_sasl_options options = { .domain = c->host->name,
+					   .plus_offered = c->plus_offered,
+					   .binding_type = binding_type(c) };
+	c->sasl = mechanism ? pl_sasl_new(mechanism, &sasl_callbacks, c, &options) : NULL;
+	if (!c->sasl || (strstr(mechanism, "-PLUS") && !c->plus_offered)) {
+		pl_sasl_free(c->sasl);
+		c->sasl = NULL;
+		sasl_failure(c, "invalid-mechanism", mechanism ? mechanism : "(none)");
+		return;
+	}
+	sasl_step(c, element);
+}
+
+/* ---- stream header and features ------------------------------------------------ */
+
+static bool tls_available(void)
+{
+	return pl_server.host_count > 0;
+}
+
+static void send_features(struct c2s *c)
+{
+	struct pl_buf out = { 0 };
+	pl_buf_puts(&out, "<stream:features>");
+	bool tls = pl_conn_is_tls(c->conn);
+	bool plaintext_ok = !conf.require_tls ||
+			    (conf.allow_plaintext_loopback && pl_conn_peer_is_loopback(c->conn));
+	if (!tls && tls_available()) {
+		pl_buf_puts(&out, "<starttls xmlns='" NS_TLS "'>");
+		if (!plaintext_ok)
+			pl_buf_puts(&out, "<required/>");
+		pl_buf_puts(&out, "</starttls>");
+	}
+	if (!c->authenticated && (tls || plaintext_ok)) {
+		pl_buf_puts(&out, "<mechanisms xmlns='" NS_SASL "'>");
+		c->plus_offered = tls && binding_type(c) != NULL;
+		if (c->plus_offered)
+			pl_buf_puts(&out, "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"
+					  "<mechanism>SCRAM-SHA-1-PLUS</mechanism>");
+		pl_buf_puts(&out, "<mechanism>SCRAM-SHA-256</mechanism>"
+				  "<mechanism>SCRAM-SHA-1</mechanism>");
+		if (tls)
+			pl_buf_puts(&out, "<mechanism>PLAIN</mechanism>");
+		pl_buf_puts(&out, "</mechanisms>");
+	}
+	if (c->authenticated)
+		pl_buf_puts(&out, "<bind xmlns='" NS_BIND "'/>"
+				  "<session xmlns='" NS_SESSION "'><optional/></session>");
+	pl_buf_puts(&out, "</stream:features>");
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+}
+
+static const char *attribute_of(const char *const *attributes, const char *name)
+{
+	for (size_t i = 0; attributes[i]; i += 2)
+		if (strcmp(attributes[i], name) == 0)
+			return attributes[i + 1];
+	return NULL;
+}
+
+static void on_open(void *userdata, const char *name, const char *ns, const char *content_ns,
+		    const char *const *attributes)
+{
+	struct c2s *c = userdata;
+	uint8_t random[16];
+	pl_random_bytes(random, sizeof(random));
+	for (size_t i = 0; i < sizeof(random); i++)
+		snprintf(c->stream_id + i * 2, 3, "%02x", random[i]);
+	if (strcmp(name, "stream") != 0 || !ns || strcmp(ns, PL_NS_STREAMS) != 0) {
+		stream_error(c, "invalid-namespace", "expected <stream:stream>");
+		return;
+	}
+	if (!content_ns || strcmp(content_ns, PL_NS_CLIENT) != 0) {
+		stream_error(c, "invalid-namespace", "the content namespace must be jabber:client");
+		return;
+	}
+	const char *to = attribute_of(attributes, "to");
+	char *domain = to ? pl_jid_prep_domain(to) : NULL;
+	const struct pl_host *host = domain ? pl_server_find_host(domain) : NULL;
+	free(domain);
+	if (!host) {
+		stream_error(c, "host-unknown", to ? "this server does not serve that host" : "no 'to'");
+		return;
+	}
+	if (c->host && host != c->host) {
+		stream_error(c, "host-unknown", "the host changed on stream restart");
+		return;
+	}
+	c->host = host;
+	const char *version = attribute_of(attributes, "version");
+	if (!version || strncmp(version, "1.", 2) != 0) {
+		stream_error(c, "unsupported-version", "version 1.0 is required");
+		return;
+	}
+	c->state = NEGOTIATING;
+	struct pl_buf out = { 0 };
+	pl_buf_printf(&out, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+			    "xmlns:stream='http://etherx.jabber.org/streams' id='%s' from='%s' "
+			    "version='1.0' xml:lang='en'>",
+		      c->stream_id, host->name);
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+	send_features(c);
+	if (c->bound)
+		c->state = BOUND;
+}
+
+/* ---- binding ------------------------------------------------------------------- */
+
+static void reply_iq_error(struct c2s *c, struct pl_xnode *iq, const char *type,
+			   const char *condition)
+{
+	struct pl_buf out = { 0 };
+	const char *id = pl_xnode_attr(iq, "id");
+	pl_buf_puts(&out, "<iq type='error' id='");
+	if (id)
+		pl_xml_escape(&out, id, strlen(id));
+	pl_buf_printf(&out, "'><error type='%s'><%s xmlns='" PL_NS_STANZAS "'/></error></iq>",
+		      type, condition);
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+}
+
+static size_t resource_count(const char *bare)
+{
+	size_t n = 0;
+	for (struct pl_session *s = pl_router_sessions_of(bare); s; s = s->next_of_user)
+		n++;
+	return n;
+}
+
+static void handle_bind(struct c2s *c, struct pl_xnode *iq, struct pl_xnode *bind)
+{
+	struct pl_xnode *resource_node = pl_xnode_find(bind, "resource", NS_BIND);
+	char *requested = resource_node ? pl_xnode_text(resource_node) : NULL;
+	char *resource = NULL;
+	if (requested && *requested) {
+		resource = pl_jid_prep_resource(requested);
+		if (!resource) {
+			free(requested);
+			reply_iq_error(c, iq, "modify", "bad-request");
+			return;
+		}
+	} else {
+		uint8_t random[8];
+		char text[17];
+		pl_random_bytes(random, sizeof(random));
+		for (size_t i = 0; i < sizeof(random); i++)
+			snprintf(text + i * 2, 3, "%02x", random[i]);
+		resource = pl_asprintf("parley-%s", text);
+	}
+	free(requested);
+	c->session.bare_jid = pl_asprintf("%s@%s", c->username, c->host->name);
+	c->session.full_jid = pl_asprintf("%s/%s", c->session.bare_jid, resource);
+	free(resource);
+	if (!pl_router_find(c->session.full_jid) &&
+	    resource_count(c->session.bare_jid) >= (size_t)conf.max_resources) {
+		free(c->session.bare_jid);
+		free(c->session.full_jid);
+		c->session.bare_jid = c->session.full_jid = NULL;
+		reply_iq_error(c, iq, "cancel", "resource-constraint");
+		return;
+	}
+	c->session.host = c->host->name;
+	c->session.deliver = session_deliver;
+	c->session.replaced = session_replaced;
+	pl_router_bind(&c->session);
+	c->bound = true;
+	c->state = BOUND;
+	struct pl_buf out = { 0 };
+	const char *id = pl_xnode_attr(iq, "id");
+	pl_buf_puts(&out, "<iq type='result' id='");
+	if (id)
+		pl_xml_escape(&out, id, strlen(id));
+	pl_buf_puts(&out, "'><bind xmlns='" NS_BIND "'><jid>");
+	pl_xml_escape(&out, c->session.full_jid, strlen(c->session.full_jid));
+	pl_buf_puts(&out, "</jid></bind></iq>");
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+	pl_log_session(PL_LOG_INFO, "c2s", c->stream_id, "%s: bound %s",
+		       pl_conn_peer_address(c->conn), c->session.full_jid);
+}
+
+/* ---- stanzas ------------------------------------------------------------------- */
+
+static void handle_presence(struct c2s *c, struct pl_xnode *presence)
+{
+	const char *to = pl_xnode_attr(presence, "to");
+	const char *type = pl_xnode_attr(presence, "type");
+	if (to) {
+		pl_route(presence, &c->session);
+		return;
+	}
+	/* Broadcast presence (RFC 6121 4.2-4.5): the user's other resources
+	 * now; contacts once rosters exist. */
+	if (!type) {
+		struct pl_xnode *priority = pl_xnode_find(presence, "priority", NULL);
+		int value = 0;
+		if (priority) {
+			char *text = pl_xnode_text(priority);
+			value = atoi(text);
+			free(text);
+			if (value < -128 || value > 127)
+				value = 0;
+		}
+		c->session.priority = value;
+		c->session.available = true;
+	} else if (strcmp(type, "unavailable") == 0) {
+		c->session.available = false;
+	} else {
+		return;
+	}
+	for (struct pl_session *s = pl_router_sessions_of(c->session.bare_jid); s;
+	     s = s->next_of_user) {
+		if (s == &c->session)
+			continue;
+		pl_xnode_set_attr(presence, "to", s->full_jid);
+		s->deliver(s, presence);
+	}
+	pl_xnode_set_attr(presence, "to", NULL);
+	/* The sender gets its own presence back (RFC 6121 4.2.2). */
+	pl_xnode_set_attr(presence, "to", c->session.full_jid);
+	write_node(c, presence);
+}
+
+static void handle_stanza(struct c2s *c, struct pl_xnode *stanza)
+{
+	if (!stanza->ns || strcmp(stanza->ns, PL_NS_CLIENT) != 0 ||
+	    (strcmp(stanza->name, "message") != 0 && strcmp(stanza->name, "presence") != 0 &&
+	     strcmp(stanza->name, "iq") != 0)) {
+		stream_error(c, "unsupported-stanza-type", stanza->name);
+		return;
+	}
+	/* The server stamps the sender (RFC 6120 8.1.2.1): whatever the client
+	 * wrote in 'from' is replaced by its full JID. */
+	pl_xnode_set_attr(stanza, "from", c->session.full_jid);
+	const char *to = pl_xnode_attr(stanza, "to");
+	if (strcmp(stanza->name, "iq") == 0) {
+		struct pl_xnode *payload = pl_xnode_first_element(stanza);
+		const char *type = pl_xnode_attr(stanza, "type");
+		if (!to && payload && type && strcmp(type, "set") == 0 && payload->ns &&
+		    strcmp(payload->ns, NS_SESSION) == 0) {
+			/* RFC 3921 session establishment: a no-op kept for old
+			 * clients, advertised as optional. */
+			struct pl_xnode *result = pl_iq_result(stanza);
+			pl_xnode_set_attr(result, "to", NULL);
+			pl_xnode_set_attr(result, "from", NULL);
+			write_node(c, result);
+			pl_xnode_unref(&result);
+			return;
+		}
+		if (!pl_xnode_attr(stanza, "id")) {
+			stream_error(c, "invalid-xml", "an IQ needs an id");
+			return;
+		}
+		if (!to)
+			pl_xnode_set_attr(stanza, "to", c->session.bare_jid);
+		pl_route(stanza, &c->session);
+	} else if (strcmp(stanza->name, "presence") == 0) {
+		handle_presence(c, stanza);
+	} else {
+		if (!to)
+			pl_xnode_set_attr(stanza, "to", c->session.bare_jid);
+		pl_route(stanza, &c->session);
+	}
+}
+
+static void on_element(void *userdata, struct pl_xnode *element)
+{
+	struct c2s *c = userdata;
+	const char *ns = element->ns ? element->ns : "";
+	if (c->state == CLOSING) {
+		pl_xnode_unref(&element);
+		return;
+	}
+	if (!pl_conn_is_tls(c->conn) && strcmp(ns, NS_TLS) == 0 &&
+	    strcmp(element->name, "starttls") == 0 && !c->authenticated) {
+		write_text(c, "<proceed xmlns='" NS_TLS "'/>");
+		c->start_tls = true;
+		c->restart = true;
+		pl_xml_stream_pause(c->parser);
+	} else if (!c->authenticated) {
+		bool plaintext_ok = !conf.require_tls || pl_conn_is_tls(c->conn) ||
+				    (conf.allow_plaintext_loopback &&
+				     pl_conn_peer_is_loopback(c->conn));
+		if (!plaintext_ok)
+			stream_error(c, "policy-violation", "STARTTLS is required first");
+		else if (strcmp(ns, NS_SASL) == 0 && strcmp(element->name, "auth") == 0)
+			handle_auth(c, element);
+		else if (strcmp(ns, NS_SASL) == 0 && strcmp(element->name, "response") == 0 && c->sasl)
+			sasl_step(c, element);
+		else if (strcmp(ns, NS_SASL) == 0 && strcmp(element->name, "abort") == 0)
+			sasl_failure(c, "aborted", "the client aborted");
+		else
+			stream_error(c, "not-authorized", "authenticate first");
+	} else if (!c->bound) {
+		struct pl_xnode *bind = strcmp(element->name, "iq") == 0
+						? pl_xnode_find(element, "bind", NS_BIND)
+						: NULL;
+		const char *type = pl_xnode_attr(element, "type");
+		if (bind && type && strcmp(type, "set") == 0)
+			handle_bind(c, element, bind);
+		else
+			stream_error(c, "not-authorized", "bind a resource first");
+	} else {
+		handle_stanza(c, element);
+	}
+	pl_xnode_unref(&element);
+}
+
+static void on_close(void *userdata)
+{
+	struct c2s *c = userdata;
+	if (c->state == CLOSING)
+		return;
+	broadcast_unavailable(c);
+	if (c->bound) {
+		pl_router_unbind(&c->session);
+		c->bound = false;
+	}
+	write_text(c, "</stream:stream>");
+	c->state = CLOSING;
+	pl_conn_close_after_flush(c->conn);
+}
+
+static void on_xml_error(void *userdata, enum pl_xml_error error, const char *detail)
+{
+	stream_error(userdata, pl_xml_error_condition(error), detail);
+}
+
+static const struct pl_xml_stream_callbacks xml_callbacks = { on_open, on_element, on_close,
+							      on_xml_error };
+
+/* ---- connection events ------------------------------------------------------- */
+
+static size_t on_data(struct pl_conn *conn, const char *data, size_t len, void *userdata)
+{
+	struct c2s *c = userdata;
+	if (c->state == CLOSING)
+		return len;
+	ssize_t used = pl_xml_stream_feed(c->parser, data, len);
+	if (used < 0)
+		return len;
+	if (c->restart) {
+		c->restart = false;
+		pl_xml_stream_reset(c->parser);
+		c->state = WAIT_HEADER;
+		if (c->start_tls) {
+			c->start_tls = false;
+			pl_conn_start_tls(c->conn);
+			/* Bytes after <starttls/> in the same packet are not XML of
+			 * the new stream: RFC 6120 5.4.3.3 forbids them. */
+			return len;
+		}
+		if (c->authenticated)
+			pl_conn_set_idle_timeout(c->conn, 0);
+		return (size_t)used;
+	}
+	return len;
+}
+
+static void on_conn_close(struct pl_conn *conn, enum pl_conn_close_reason reason, void *userdata)
+{
+	struct c2s *c = userdata;
+	if (reason == PL_CONN_TIMEOUT)
+		pl_log_session(PL_LOG_INFO, "c2s", c->stream_id, "%s: negotiation timed out",
+			       pl_conn_peer_address(conn));
+	broadcast_unavailable(c);
+	free_stream(c);
+}
+
+static const struct pl_conn_callbacks conn_callbacks = { on_data, on_conn_close };
+
+static void accept_connection(int fd, const struct sockaddr *peer, socklen_t peer_len,
+			      enum pl_tls_alpn alpn)
+{
+	struct c2s *c = pl_calloc(1, sizeof(*c));
+	c->conn = pl_conn_new(loop, fd, peer, peer_len, alpn, &conn_callbacks, c);
+	if (!c->conn) {
+		free(c);
+		return;
+	}
+	c->parser = pl_xml_stream_new(&limits, &xml_callbacks, c);
+	snprintf(c->stream_id, sizeof(c->stream_id), "new");
+	pl_conn_set_idle_timeout(c->conn, conf.negotiation_timeout_ms);
+	c->next = streams;
+	if (streams)
+		streams->prev = c;
+	streams = c;
+}
+
+static void on_accept_plain(int fd, const struct sockaddr *peer, socklen_t len, void *arg)
+{
+	accept_connection(fd, peer, len, PL_TLS_ALPN_NONE);
+}
+
+static void on_accept_tls(int fd, const struct sockaddr *peer, socklen_t len, void *arg)
+{
+	accept_connection(fd, peer, len, PL_TLS_ALPN_XMPP_CLIENT);
+}
+
+int pl_c2s_start(struct event_base *base, const struct pl_config *config, char **error)
+{
+	loop = base;
+	int rc = pl_options_apply(c2s_options, &conf, pl_config_find(config, "c2s", NULL),
+				  config->path, "<c2s>", error);
+	if (rc)
+		return rc;
+	limits = pl_xml_default_limits;
+	limits.max_stanza_bytes = conf.max_stanza_size;
+	rc = pl_tls_init(error);
+	if (rc)
+		return rc;
+	if (conf.port > 0 &&
+	    (rc = pl_listener_open(base, conf.address, (int)conf.port, on_accept_plain, NULL,
+				   &plain_listener, error)) != 0)
+		return rc;
+	if (conf.tls_port > 0 &&
+	    (rc = pl_listener_open(base, conf.address, (int)conf.tls_port, on_accept_tls, NULL,
+				   &tls_listener, error)) != 0)
+		return rc;
+	pl_log(PL_LOG_INFO, "c2s", "listening on %s port %lld (STARTTLS%s) and %lld (direct TLS)",
+	       conf.address, (long long)conf.port, conf.require_tls ? " required" : "",
+	       (long long)conf.tls_port);
+	return 0;
+}
+
+bool pl_c2s_begin_shutdown(void)
+{
+	pl_listener_close(plain_listener);
+	pl_listener_close(tls_listener);
+	plain_listener = tls_listener = NULL;
+	for (struct c2s *c = streams; c; c = c->next)
+		stream_error(c, "system-shutdown", "the server is shutting down");
+	return streams != NULL;
+}
+
+bool pl_c2s_idle(void)
+{
+	return streams == NULL;
+}
+
+void pl_c2s_stop(void)
+{
+	pl_c2s_begin_shutdown();
+	while (streams) {
+		struct c2s *c = streams;
+		unlink_stream(c);
+		/* Clients that did not read their <system-shutdown/> in time. */
+		pl_conn_free(c->conn);
+		free_stream(c);
+	}
+	pl_tls_shutdown();
+	pl_options_free(c2s_options, &conf);
+}

@@ -1,0 +1,62 @@
+/* The router: the one place that decides where a stanza goes (RFC 6120
+ * section 10, RFC 6121 section 8). It keeps the table of bound resources
+ * (bare JID -> sessions), stamps nothing itself (the stream front ends
+ * stamp `from`), delivers to sessions, hands stanzas addressed to the
+ * server to the modules' hooks ("iq/get/<namespace>", ...), and answers
+ * with the RFC's stanza errors when nothing can take a stanza. A stream
+ * front end (c2s today; s2s and components later) fills a pl_session and
+ * binds it. Network thread only. */
+#ifndef PL_ROUTER_H
+#define PL_ROUTER_H
+
+#include <stdbool.h>
+
+#include "parley/module.h"
+#include "xml/xnode.h"
+
+#define PL_NS_CLIENT "jabber:client"
+#define PL_NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+struct pl_session {
+	char *full_jid;          /* owned; normalised user@host/resource */
+	char *bare_jid;          /* owned */
+	const char *host;        /* the host's name (owned by pl_server) */
+	int priority;            /* of the last available presence */
+	bool available;          /* sent initial presence, not yet unavailable */
+	/* Writes the stanza to the client (borrowed: serialize, don't keep). */
+	void (*deliver)(struct pl_session *session, const struct pl_xnode *stanza);
+	/* Another login took this resource: end this stream with <conflict/>;
+	 * it must call pl_router_unbind. */
+	void (*replaced)(struct pl_session *session);
+	struct pl_session *next_of_user; /* router's list; not for the owner */
+};
+
+/* What iq hooks receive as event data. */
+struct pl_iq_event {
+	struct pl_xnode *stanza;        /* borrowed */
+	struct pl_session *session;     /* the sender, NULL if not local */
+};
+
+void pl_router_init(void);
+void pl_router_shutdown(void);
+/* Adds a bound resource; an existing session on the same full JID is
+ * replaced first. */
+void pl_router_bind(struct pl_session *session);
+void pl_router_unbind(struct pl_session *session);
+struct pl_session *pl_router_find(const char *full_jid);
+/* Every session of a bare JID (linked through next_of_user). */
+struct pl_session *pl_router_sessions_of(const char *bare_jid);
+size_t pl_router_session_count(void);
+
+/* Routes a stanza whose from/to are set (from a session or the server).
+ * Borrows the stanza. */
+void pl_route(struct pl_xnode *stanza, struct pl_session *origin);
+/* Bounces `stanza` back to its sender as a stanza error (RFC 6120 8.3);
+ * errors are never answered with errors. */
+void pl_route_error(const struct pl_xnode *stanza, enum pl_stanza_error condition,
+		    const char *text);
+/* The reply skeleton of an IQ: type result, to = from, from = to, same id. */
+struct pl_xnode *pl_iq_result(const struct pl_xnode *iq);
+const char *pl_stanza_error_name(enum pl_stanza_error condition);
+
+#endif

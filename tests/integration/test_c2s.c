@@ -1,0 +1,291 @@
+/* Client streams with a real parleyd and libstrophe clients (the library
+ * Profanity uses): STARTTLS and direct TLS logins with SCRAM, a wrong
+ * password, messages between two users with the sender stamped by the
+ * server, a bounce for an unknown user, an IQ answered by a module; and,
+ * over raw sockets, the stream errors a client library would hide. */
+#include "harness.h"
+#include "../tap.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strophe.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+struct client {
+	xmpp_conn_t *conn;
+	bool connected, failed;
+	char last_body[256];
+	char last_from[256];
+	char last_error[128];
+	int messages;
+	char version_name[64];
+};
+
+static xmpp_ctx_t *ctx;
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+	struct client *c = userdata;
+	const char *type = xmpp_stanza_get_type(stanza);
+	const char *from = xmpp_stanza_get_from(stanza);
+	snprintf(c->last_from, sizeof(c->last_from), "%s", from ? from : "");
+	if (type && strcmp(type, "error") == 0) {
+		xmpp_stanza_t *error = xmpp_stanza_get_child_by_name(stanza, "error");
+		xmpp_stanza_t *condition = error ? xmpp_stanza_get_children(error) : NULL;
+		snprintf(c->last_error, sizeof(c->last_error), "%s",
+			 condition ? xmpp_stanza_get_name(condition) : "?");
+	} else {
+		char *body = xmpp_message_get_body(stanza);
+		snprintf(c->last_body, sizeof(c->last_body), "%s", body ? body : "");
+		if (body)
+			xmpp_free(ctx, body);
+	}
+	c->messages++;
+	return 1;
+}
+
+static int on_version(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+	struct client *c = userdata;
+	xmpp_stanza_t *query = xmpp_stanza_get_child_by_name(stanza, "query");
+	xmpp_stanza_t *name = query ? xmpp_stanza_get_child_by_name(query, "name") : NULL;
+	char *text = name ? xmpp_stanza_get_text(name) : NULL;
+	snprintf(c->version_name, sizeof(c->version_name), "%s", text ? text : "(none)");
+	if (text)
+		xmpp_free(ctx, text);
+	return 0;
+}
+
+static void on_connection(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
+			  xmpp_stream_error_t *stream_error, void *userdata)
+{
+	struct client *c = userdata;
+	if (event == XMPP_CONN_CONNECT) {
+		c->connected = true;
+		xmpp_handler_add(conn, on_message, NULL, "message", NULL, c);
+		xmpp_stanza_t *presence = xmpp_presence_new(ctx);
+		xmpp_send(conn, presence);
+		xmpp_stanza_release(presence);
+	} else {
+		c->failed = true;
+	}
+}
+
+static struct client *connect_client(const struct ph_server *s, const char *jid,
+				     const char *password, bool direct_tls)
+{
+	struct client *c = calloc(1, sizeof(*c));
+	c->conn = xmpp_conn_new(ctx);
+	xmpp_conn_set_jid(c->conn, jid);
+	xmpp_conn_set_pass(c->conn, password);
+	long flags = XMPP_CONN_FLAG_TRUST_TLS | XMPP_CONN_FLAG_DISABLE_SM;
+	flags |= direct_tls ? XMPP_CONN_FLAG_LEGACY_SSL : XMPP_CONN_FLAG_MANDATORY_TLS;
+	xmpp_conn_set_flags(c->conn, flags);
+	xmpp_connect_client(c->conn, "127.0.0.1",
+			    (unsigned short)(direct_tls ? s->c2s_tls_port : s->c2s_port),
+			    on_connection, c);
+	bool done = false;
+	long long deadline = now_ms() + 10000;
+	while (!done && now_ms() < deadline) {
+		xmpp_run_once(ctx, 20);
+		done = c->connected || c->failed;
+	}
+	return c;
+}
+
+static void free_client(struct client *c)
+{
+	xmpp_disconnect(c->conn);
+	for (int i = 0; i < 20; i++)
+		xmpp_run_once(ctx, 10);
+	xmpp_conn_release(c->conn);
+	free(c);
+}
+
+static void send_raw(struct client *c, const char *xml)
+{
+	xmpp_send_raw_string(c->conn, "%s", xml);
+}
+
+static bool message_count_reached(struct client *c, int count, int timeout_ms)
+{
+	long long deadline = now_ms() + timeout_ms;
+	while (c->messages < count && now_ms() < deadline)
+		xmpp_run_once(ctx, 20);
+	return c->messages >= count;
+}
+
+/* Raw socket: sends `text`, returns what the server answered until it
+ * closed the stream (or 3 s). */
+static char *raw_exchange(int port, const char *text)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+		close(fd);
+		return strdup("(cannot connect)");
+	}
+	if (write(fd, text, strlen(text)) < 0)
+		diag("raw write failed");
+	char *answer = calloc(1, 65536);
+	size_t len = 0;
+	long long deadline = now_ms() + 3000;
+	while (len < 65535 && now_ms() < deadline) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		ssize_t n = read(fd, answer + len, 65535 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	return answer;
+}
+
+static const char *header_to(const char *to)
+{
+	static char header[512];
+	snprintf(header, sizeof(header),
+		 "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+		 "xmlns:stream='http://etherx.jabber.org/streams' to='%s' version='1.0'>",
+		 to);
+	return header;
+}
+
+int main(void)
+{
+	struct ph_server s;
+	ph_server_init(&s, NULL);
+	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts with client listeners"))
+		return done_testing();
+	const char *add_alice[] = { "adduser", "alice@localhost", NULL };
+	const char *add_bob[] = { "adduser", "bob@localhost", NULL };
+	ph_ctl(&s, add_alice, "alice-secret\n", NULL, NULL);
+	ph_ctl(&s, add_bob, "bob-secret\n", NULL, NULL);
+
+	xmpp_initialize();
+	ctx = xmpp_ctx_new(NULL, NULL);
+	struct client *alice = connect_client(&s, "alice@localhost/phone", "alice-secret", false);
+	ok(alice->connected, "alice logs in over STARTTLS with SCRAM");
+	has_str(xmpp_conn_get_bound_jid(alice->conn), "alice@localhost/phone",
+		"alice is bound to the resource she asked for");
+	ok(xmpp_conn_is_secured(alice->conn), "alice's stream is encrypted");
+	struct client *bob = connect_client(&s, "bob@localhost", "bob-secret", true);
+	ok(bob->connected, "bob logs in over direct TLS (XEP-0368)");
+	has_str(xmpp_conn_get_bound_jid(bob->conn), "bob@localhost/",
+		"bob gets a server-generated resource");
+
+	struct client *wrong = connect_client(&s, "alice@localhost", "not-her-password", false);
+	ok(!wrong->connected && wrong->failed, "a wrong password does not log in");
+	free_client(wrong);
+	struct client *nobody = connect_client(&s, "nobody@localhost", "x", false);
+	ok(!nobody->connected, "an unknown user does not log in");
+	free_client(nobody);
+
+	/* Let both initial presences land before messaging. */
+	for (int i = 0; i < 10; i++)
+		xmpp_run_once(ctx, 10);
+	send_raw(alice, "<message to='bob@localhost' type='chat' from='mallory@localhost/x' "
+			"id='m1'><body>hello bob</body></message>");
+	ok(message_count_reached(bob, 1, 5000), "bob receives alice's message to his bare JID");
+	is_str(bob->last_body, "hello bob", "with its body");
+	is_str(bob->last_from, "alice@localhost/phone", "stamped with alice's full JID, not the spoofed one");
+
+	char to_full[300];
+	snprintf(to_full, sizeof(to_full),
+		 "<message to='%s' type='chat' id='m2'><body>to your resource</body></message>",
+		 xmpp_conn_get_bound_jid(bob->conn));
+	send_raw(alice, to_full);
+	ok(message_count_reached(bob, 2, 5000) && strcmp(bob->last_body, "to your resource") == 0,
+	   "a message to bob's full JID arrives");
+
+	send_raw(alice, "<message to='nobody@localhost' type='chat' id='m3'><body>?</body></message>");
+	ok(message_count_reached(alice, 1, 5000), "a message to an unknown user comes back");
+	is_str(alice->last_error, "service-unavailable", "as service-unavailable");
+	send_raw(alice, "<message to='someone@elsewhere.example' id='m4'><body>?</body></message>");
+	ok(message_count_reached(alice, 2, 5000), "a message to another domain comes back");
+	is_str(alice->last_error, "remote-server-not-found", "as remote-server-not-found");
+
+	xmpp_id_handler_add(alice->conn, on_version, "v1", alice);
+	send_raw(alice, "<iq type='get' to='localhost' id='v1'><query xmlns='jabber:iq:version'/></iq>");
+	long long deadline = now_ms() + 5000;
+	while (!alice->version_name[0] && now_ms() < deadline)
+		xmpp_run_once(ctx, 20);
+	is_str(alice->version_name, "Parley", "mod_version answers the server's version");
+
+	/* Raw sockets: stream errors a client library hides. */
+	char *answer = raw_exchange(s.c2s_port, header_to("unknown.example"));
+	has_str(answer, "<host-unknown", "a stream to an unknown host gets host-unknown");
+	free(answer);
+	answer = raw_exchange(s.c2s_port,
+			      "<stream:stream xmlns='jabber:server' "
+			      "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' "
+			      "version='1.0'>");
+	has_str(answer, "<invalid-namespace", "jabber:server on the client port gets invalid-namespace");
+	free(answer);
+	char request[1024];
+	snprintf(request, sizeof(request), "%s<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+		 "mechanism='PLAIN'>AGFsaWNlAGFsaWNlLXNlY3JldA==</auth>", header_to("localhost"));
+	answer = raw_exchange(s.c2s_port, request);
+	has_str(answer, "<required/></starttls>", "STARTTLS is offered as required");
+	ok(!strstr(answer, "<mechanism>PLAIN</mechanism>"), "PLAIN is not offered without TLS");
+	has_str(answer, "<policy-violation", "authenticating before STARTTLS is a policy-violation");
+	ok(!strstr(answer, "<success"), "and does not succeed");
+	free(answer);
+	snprintf(request, sizeof(request), "%s<message><!-- comment --></message>",
+		 header_to("localhost"));
+	answer = raw_exchange(s.c2s_port, request);
+	has_str(answer, "<restricted-xml", "a comment is restricted-xml");
+	free(answer);
+	snprintf(request, sizeof(request), "%s<message><body></message>", header_to("localhost"));
+	answer = raw_exchange(s.c2s_port, request);
+	has_str(answer, "<not-well-formed", "mismatched tags are not-well-formed");
+	free(answer);
+	snprintf(request, sizeof(request), "<stream:stream xmlns='jabber:client' "
+		 "xmlns:stream='http://etherx.jabber.org/streams' to='localhost'>");
+	answer = raw_exchange(s.c2s_port, request);
+	has_str(answer, "<unsupported-version", "a stream without version 1.0 is refused");
+	free(answer);
+
+	/* The bystanders still work after all those errors. */
+	send_raw(bob, "<message to='alice@localhost/phone' type='chat' id='m5'><body>still here</body></message>");
+	ok(message_count_reached(alice, 3, 5000) && strcmp(alice->last_body, "still here") == 0,
+	   "bob and alice still talk after the bad streams");
+
+	/* A second login on alice's resource replaces the first. */
+	struct client *alice2 = connect_client(&s, "alice@localhost/phone", "alice-secret", false);
+	ok(alice2->connected, "a second login with the same resource succeeds");
+	deadline = now_ms() + 5000;
+	while (!alice->failed && now_ms() < deadline)
+		xmpp_run_once(ctx, 20);
+	ok(alice->failed, "and the first session is closed (conflict)");
+
+	free_client(alice2);
+	free_client(alice);
+	free_client(bob);
+	xmpp_ctx_free(ctx);
+	xmpp_shutdown();
+
+	is_int(ph_server_stop(&s), 0, "parleyd stops cleanly with clients connected earlier");
+	char *log = ph_server_log(&s);
+	has_str(log, "stream error host-unknown", "stream errors are logged");
+	has_str(log, "authentication failed", "authentication failures are logged");
+	free(log);
+	ph_server_cleanup(&s);
+	return done_testing();
+}
