@@ -230,6 +230,13 @@ int main(int argc, char **argv)
 	pl_server.base = event_base_new();
 	if (!pl_server.base)
 		pl_fatal("cannot create the event loop");
+	/* Handlers first: a SIGTERM during start-up must still shut down
+	 * cleanly rather than kill the process with its store open. */
+	const int handled[] = { SIGTERM, SIGINT, SIGHUP };
+	for (size_t i = 0; i < PL_ARRAY_LEN(handled); i++) {
+		signals[i] = evsignal_new(pl_server.base, handled[i], on_signal, NULL);
+		event_add(signals[i], NULL);
+	}
 
 	struct pl_store_config store_config = {
 		.path = pl_server.core.storage_path,
@@ -249,7 +256,6 @@ int main(int argc, char **argv)
 	pl_router_init();
 	if (pl_server_load_hosts(pl_server.config, &error) != 0 ||
 	    pl_modules_load_all(pl_server.config, module_dir(), &error) != 0 ||
-	    pl_ctl_server_start(pl_server.base, pl_server.core.control_socket, &error) != 0 ||
 	    pl_c2s_start(pl_server.base, pl_server.config, &error) != 0) {
 		pl_log(PL_LOG_ERROR, "core", "%s", error);
 		goto out;
@@ -260,13 +266,12 @@ int main(int argc, char **argv)
 		pl_log(PL_LOG_ERROR, "core", "%s", error);
 		goto out;
 	}
-	pl_server.started = time(NULL);
-
-	const int handled[] = { SIGTERM, SIGINT, SIGHUP };
-	for (size_t i = 0; i < PL_ARRAY_LEN(handled); i++) {
-		signals[i] = evsignal_new(pl_server.base, handled[i], on_signal, NULL);
-		event_add(signals[i], NULL);
+	/* Last: an answering control socket means parleyd is ready. */
+	if (pl_ctl_server_start(pl_server.base, pl_server.core.control_socket, &error) != 0) {
+		pl_log(PL_LOG_ERROR, "core", "%s", error);
+		goto out;
 	}
+	pl_server.started = time(NULL);
 
 	struct pl_buf hosts = { 0 };
 	for (size_t i = 0; i < pl_server.host_count; i++)

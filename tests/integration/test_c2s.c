@@ -25,6 +25,9 @@ struct client {
 	char last_error[128];
 	int messages;
 	char version_name[64];
+	char features[2048];   /* disco#info features, space separated */
+	bool got_disco;
+	bool got_pong;
 };
 
 static xmpp_ctx_t *ctx;
@@ -67,6 +70,73 @@ static int on_version(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
 	if (text)
 		xmpp_free(ctx, text);
 	return 0;
+}
+
+static int on_disco(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+	struct client *c = userdata;
+	xmpp_stanza_t *query = xmpp_stanza_get_child_by_name(stanza, "query");
+	for (xmpp_stanza_t *f = query ? xmpp_stanza_get_children(query) : NULL; f;
+	     f = xmpp_stanza_get_next(f)) {
+		const char *name = xmpp_stanza_get_name(f);
+		const char *var = xmpp_stanza_get_attribute(f, "var");
+		if (name && strcmp(name, "feature") == 0 && var) {
+			strncat(c->features, var, sizeof(c->features) - strlen(c->features) - 2);
+			strcat(c->features, " ");
+		}
+	}
+	c->got_disco = true;
+	return 0;
+}
+
+static int on_pong(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+	const char *type = xmpp_stanza_get_type(stanza);
+	((struct client *)userdata)->got_pong = type && strcmp(type, "result") == 0;
+	return 0;
+}
+
+/* Which XEP each advertised feature belongs to: an unknown feature fails
+ * the test, so a new one cannot be advertised without listing it here and
+ * in xep/parley.doap. */
+static const struct {
+	const char *feature;
+	const char *xep;
+} feature_xeps[] = {
+	{ "http://jabber.org/protocol/disco#info", "xep-0030" },
+	{ "http://jabber.org/protocol/disco#items", "xep-0030" },
+	{ "jabber:iq:version", "xep-0092" },
+	{ "urn:xmpp:ping", "xep-0199" },
+};
+
+static void check_doap(const char *advertised)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/xep/parley.doap", ph_srcdir());
+	FILE *f = fopen(path, "r");
+	char *doap = calloc(1, 65536);
+	if (f) {
+		size_t n = fread(doap, 1, 65535, f);
+		doap[n] = '\0';
+		fclose(f);
+	}
+	ok(doap[0] != '\0', "xep/parley.doap is readable");
+	char *copy = strdup(advertised);
+	for (char *feature = strtok(copy, " "); feature; feature = strtok(NULL, " ")) {
+		const char *xep = NULL;
+		for (size_t i = 0; i < sizeof(feature_xeps) / sizeof(feature_xeps[0]); i++)
+			if (strcmp(feature_xeps[i].feature, feature) == 0)
+				xep = feature_xeps[i].xep;
+		ok(xep != NULL, "advertised feature %s is known to the DOAP check", feature);
+		ok(xep && strstr(doap, xep), "its XEP %s is listed in parley.doap", xep ? xep : "?");
+	}
+	for (size_t i = 0; i < sizeof(feature_xeps) / sizeof(feature_xeps[0]); i++)
+		if (strstr(doap, feature_xeps[i].xep))
+			ok(strstr(advertised, feature_xeps[i].feature) != NULL,
+			   "parley.doap lists %s, so %s is advertised", feature_xeps[i].xep,
+			   feature_xeps[i].feature);
+	free(copy);
+	free(doap);
 }
 
 static void on_connection(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
@@ -227,6 +297,20 @@ int main(void)
 	while (!alice->version_name[0] && now_ms() < deadline)
 		xmpp_run_once(ctx, 20);
 	is_str(alice->version_name, "Parley", "mod_version answers the server's version");
+
+	xmpp_id_handler_add(alice->conn, on_disco, "d1", alice);
+	send_raw(alice, "<iq type='get' to='localhost' id='d1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+	deadline = now_ms() + 5000;
+	while (!alice->got_disco && now_ms() < deadline)
+		xmpp_run_once(ctx, 20);
+	ok(alice->got_disco, "disco#info of the server answers");
+	check_doap(alice->features);
+	xmpp_id_handler_add(alice->conn, on_pong, "p1", alice);
+	send_raw(alice, "<iq type='get' to='localhost' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>");
+	deadline = now_ms() + 5000;
+	while (!alice->got_pong && now_ms() < deadline)
+		xmpp_run_once(ctx, 20);
+	ok(alice->got_pong, "a ping to the server gets a result (XEP-0199)");
 
 	/* Raw sockets: stream errors a client library hides. */
 	char *answer = raw_exchange(s.c2s_port, header_to("unknown.example"));
