@@ -72,7 +72,8 @@ struct c2s {
 	enum c2s_state state;
 	const struct pl_host *host;
 	char *username;                 /* localpart after SASL */
-	char stream_id[33];
+	char stream_id[33];             /* new for every stream header (RFC 6120 4.7.3) */
+	char log_id[24];                /* stable for the connection, for log lines */
 	bool authenticated;
 	bool restart;                   /* after <proceed/> or <success/> */
 	bool start_tls;
@@ -149,7 +150,7 @@ static void stream_error(struct c2s *c, const char *condition, const char *text)
 {
 	if (c->state == CLOSING)
 		return;
-	pl_log_session(PL_LOG_INFO, "c2s", c->stream_id, "%s: stream error %s%s%s",
+	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: stream error %s%s%s",
 		       pl_conn_peer_address(c->conn), condition, text ? ": " : "", text ? text : "");
 	struct pl_buf out = { 0 };
 	if (c->state == WAIT_HEADER)
@@ -247,7 +248,7 @@ static void send_sasl(struct c2s *c, const char *element, const struct pl_buf *d
 
 static void sasl_failure(struct c2s *c, const char *condition, const char *reason)
 {
-	pl_log_session(PL_LOG_WARN, "c2s", c->stream_id, "%s: authentication failed: %s (%s)",
+	pl_log_session(PL_LOG_WARN, "c2s", c->log_id, "%s: authentication failed: %s (%s)",
 		       pl_conn_peer_address(c->conn), condition, reason);
 	struct pl_buf out = { 0 };
 	pl_buf_printf(&out, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
@@ -288,7 +289,7 @@ static void sasl_step(struct c2s *c, struct pl_xnode *element)
 		} else {
 			c->authenticated = true;
 			send_sasl(c, "success", &out);
-			pl_log_session(PL_LOG_INFO, "c2s", c->stream_id, "%s: authenticated as %s@%s",
+			pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: authenticated as %s@%s",
 				       pl_conn_peer_address(c->conn), c->username, c->host->name);
 			c->restart = true;
 			pl_xml_stream_pause(c->parser);
@@ -489,7 +490,7 @@ static void handle_bind(struct c2s *c, struct pl_xnode *iq, struct pl_xnode *bin
 	pl_buf_puts(&out, "</jid></bind></iq>");
 	pl_conn_write(c->conn, out.data, out.len);
 	pl_buf_free(&out);
-	pl_log_session(PL_LOG_INFO, "c2s", c->stream_id, "%s: bound %s",
+	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: bound %s",
 		       pl_conn_peer_address(c->conn), c->session.full_jid);
 }
 
@@ -675,7 +676,7 @@ static void on_conn_close(struct pl_conn *conn, enum pl_conn_close_reason reason
 {
 	struct c2s *c = userdata;
 	if (reason == PL_CONN_TIMEOUT)
-		pl_log_session(PL_LOG_INFO, "c2s", c->stream_id, "%s: negotiation timed out",
+		pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: negotiation timed out",
 			       pl_conn_peer_address(conn));
 	broadcast_unavailable(c);
 	free_stream(c);
@@ -693,7 +694,9 @@ static void accept_connection(int fd, const struct sockaddr *peer, socklen_t pee
 		return;
 	}
 	c->parser = pl_xml_stream_new(&limits, &xml_callbacks, c);
+	static uint64_t connection_counter;
 	snprintf(c->stream_id, sizeof(c->stream_id), "new");
+	snprintf(c->log_id, sizeof(c->log_id), "%llu", (unsigned long long)++connection_counter);
 	pl_conn_set_idle_timeout(c->conn, conf.negotiation_timeout_ms);
 	c->next = streams;
 	if (streams)

@@ -163,8 +163,17 @@ struct pl_conn *pl_conn_new(struct event_base *base, int fd, const struct sockad
 		conn->loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
 	} else if (peer && peer->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-		inet_ntop(AF_INET6, &in6->sin6_addr, conn->address, sizeof(conn->address));
-		conn->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+			/* An IPv4 client on a dual-stack socket: show and judge it
+			 * as the IPv4 address it is. */
+			struct in_addr v4;
+			memcpy(&v4, &in6->sin6_addr.s6_addr[12], 4);
+			inet_ntop(AF_INET, &v4, conn->address, sizeof(conn->address));
+			conn->loopback = in6->sin6_addr.s6_addr[12] == 127;
+		} else {
+			inet_ntop(AF_INET6, &in6->sin6_addr, conn->address, sizeof(conn->address));
+			conn->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+		}
 	} else {
 		snprintf(conn->address, sizeof(conn->address), "local");
 		conn->loopback = true;

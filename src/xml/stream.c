@@ -321,3 +321,56 @@ ssize_t pl_xml_stream_feed(struct pl_xml_stream *s, const char *data, size_t len
 	}
 	return (ssize_t)len;
 }
+
+struct fragment {
+	struct pl_xnode *element;
+	bool error;
+};
+
+static void fragment_open(void *arg, const char *name, const char *ns, const char *content_ns,
+			  const char *const *attributes)
+{
+}
+
+static void fragment_element(void *arg, struct pl_xnode *element)
+{
+	struct fragment *f = arg;
+	if (f->element) {
+		f->error = true;
+		pl_xnode_unref(&element);
+		return;
+	}
+	f->element = element;
+}
+
+static void fragment_close(void *arg)
+{
+}
+
+static void fragment_error(void *arg, enum pl_xml_error error, const char *detail)
+{
+	((struct fragment *)arg)->error = true;
+}
+
+struct pl_xnode *pl_xml_parse_element(const char *xml, size_t len, const char *ns)
+{
+	static const struct pl_xml_stream_callbacks callbacks = {
+		fragment_open, fragment_element, fragment_close, fragment_error
+	};
+	struct fragment f = { 0 };
+	struct pl_xml_limits unlimited = pl_xml_default_limits;
+	unlimited.max_stanza_bytes = len + 1024;
+	struct pl_xml_stream *s = pl_xml_stream_new(&unlimited, &callbacks, &f);
+	struct pl_buf open = { 0 };
+	pl_buf_puts(&open, "<wrapper xmlns='");
+	pl_xml_escape(&open, ns, strlen(ns));
+	pl_buf_puts(&open, "'>");
+	if (pl_xml_stream_feed(s, open.data, open.len) < 0 || pl_xml_stream_feed(s, xml, len) < 0 ||
+	    pl_xml_stream_feed(s, "</wrapper>", 10) < 0)
+		f.error = true;
+	pl_buf_free(&open);
+	pl_xml_stream_free(s);
+	if (f.error && f.element)
+		pl_xnode_unref(&f.element);
+	return f.element;
+}

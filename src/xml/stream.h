@@ -65,4 +65,9 @@ void pl_xml_stream_pause(struct pl_xml_stream *stream);
 void pl_xml_stream_reset(struct pl_xml_stream *stream);
 bool pl_xml_stream_failed(const struct pl_xml_stream *stream);
 
+/* Parses one serialized element (as stored by modules) back into a tree,
+ * in the namespace context `ns` (e.g. "jabber:client"); NULL if it is not
+ * exactly one well-formed element. The caller owns the result. */
+struct pl_xnode *pl_xml_parse_element(const char *xml, size_t len, const char *ns);
+
 #endif

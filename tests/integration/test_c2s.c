@@ -96,6 +96,37 @@ static int on_pong(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
 	return 0;
 }
 
+static void send_raw(struct client *c, const char *xml);
+
+struct iq_wait {
+	bool done;
+	char *text;   /* the whole reply, serialized */
+};
+
+static int on_iq_reply(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+	struct iq_wait *w = userdata;
+	size_t len;
+	xmpp_stanza_to_text(stanza, &w->text, &len);
+	w->done = true;
+	return 0;
+}
+
+/* Sends an IQ (its id must be `id`) and returns the reply as text
+ * (caller frees with xmpp_free), or NULL after 5 s. */
+static char *iq(struct client *c, const char *id, const char *xml)
+{
+	struct iq_wait w = { 0 };
+	xmpp_id_handler_add(c->conn, on_iq_reply, id, &w);
+	send_raw(c, xml);
+	long long deadline = now_ms() + 5000;
+	while (!w.done && now_ms() < deadline)
+		xmpp_run_once(ctx, 20);
+	if (!w.done)
+		xmpp_id_handler_delete(c->conn, on_iq_reply, id);
+	return w.text;
+}
+
 /* Which XEP each advertised feature belongs to: an unknown feature fails
  * the test, so a new one cannot be advertised without listing it here and
  * in xep/parley.doap. */
@@ -105,7 +136,10 @@ static const struct {
 } feature_xeps[] = {
 	{ "http://jabber.org/protocol/disco#info", "xep-0030" },
 	{ "http://jabber.org/protocol/disco#items", "xep-0030" },
+	{ "jabber:iq:private", "xep-0049" },
+	{ "vcard-temp", "xep-0054" },
 	{ "jabber:iq:version", "xep-0092" },
+	{ "urn:xmpp:time", "xep-0202" },
 	{ "urn:xmpp:ping", "xep-0199" },
 };
 
@@ -311,6 +345,53 @@ int main(void)
 	while (!alice->got_pong && now_ms() < deadline)
 		xmpp_run_once(ctx, 20);
 	ok(alice->got_pong, "a ping to the server gets a result (XEP-0199)");
+
+	char *reply = iq(alice, "t1", "<iq type='get' to='localhost' id='t1'><time xmlns='urn:xmpp:time'/></iq>");
+	ok(reply && strstr(reply, "<tzo>+00:00</tzo>") && strstr(reply, "Z</utc>"),
+	   "XEP-0202: the server's time in UTC");
+	xmpp_free(ctx, reply);
+	reply = iq(alice, "u1", "<iq type='get' to='localhost' id='u1'><unknown xmlns='urn:example:nothing'/></iq>");
+	ok(reply && strstr(reply, "type=\"error\"") && strstr(reply, "service-unavailable"),
+	   "an IQ nobody handles gets service-unavailable");
+	xmpp_free(ctx, reply);
+
+	/* XEP-0049 private storage: saved, read back, isolated per user. */
+	reply = iq(alice, "ps1", "<iq type='set' id='ps1'><query xmlns='jabber:iq:private'>"
+				 "<prefs xmlns='urn:example:prefs'><colour>blue &amp; green</colour></prefs>"
+				 "</query></iq>");
+	ok(reply && strstr(reply, "type=\"result\""), "XEP-0049: private XML is stored");
+	xmpp_free(ctx, reply);
+	reply = iq(alice, "pg1", "<iq type='get' id='pg1'><query xmlns='jabber:iq:private'>"
+				 "<prefs xmlns='urn:example:prefs'/></query></iq>");
+	ok(reply && strstr(reply, "<colour>blue &amp; green</colour>"), "and read back");
+	xmpp_free(ctx, reply);
+	reply = iq(bob, "pg2", "<iq type='get' id='pg2'><query xmlns='jabber:iq:private'>"
+			       "<prefs xmlns='urn:example:prefs'/></query></iq>");
+	ok(reply && !strstr(reply, "blue"), "another user does not see it");
+	xmpp_free(ctx, reply);
+	reply = iq(bob, "pg3", "<iq type='get' to='alice@localhost' id='pg3'><query xmlns='jabber:iq:private'>"
+			       "<prefs xmlns='urn:example:prefs'/></query></iq>");
+	ok(reply && strstr(reply, "forbidden"), "asking for another user's private XML is forbidden");
+	xmpp_free(ctx, reply);
+	reply = iq(alice, "ps2", "<iq type='set' id='ps2'><query xmlns='jabber:iq:private'>"
+				 "<x xmlns='jabber:x:data'/></query></iq>");
+	ok(reply && strstr(reply, "not-acceptable"), "a jabber: namespace is not-acceptable");
+	xmpp_free(ctx, reply);
+
+	/* XEP-0054 vCards: set your own, anyone reads it. */
+	reply = iq(alice, "vs1", "<iq type='set' id='vs1'><vCard xmlns='vcard-temp'><NICKNAME>Ali</NICKNAME></vCard></iq>");
+	ok(reply && strstr(reply, "type=\"result\""), "XEP-0054: alice sets her vCard");
+	xmpp_free(ctx, reply);
+	reply = iq(bob, "vg1", "<iq type='get' to='alice@localhost' id='vg1'><vCard xmlns='vcard-temp'/></iq>");
+	ok(reply && strstr(reply, "<NICKNAME>Ali</NICKNAME>"), "bob reads alice's vCard");
+	xmpp_free(ctx, reply);
+	reply = iq(bob, "vs2", "<iq type='set' to='alice@localhost' id='vs2'><vCard xmlns='vcard-temp'><NICKNAME>X</NICKNAME></vCard></iq>");
+	ok(reply && strstr(reply, "forbidden"), "bob cannot set alice's vCard");
+	xmpp_free(ctx, reply);
+	reply = iq(bob, "vg2", "<iq type='get' id='vg2'><vCard xmlns='vcard-temp'/></iq>");
+	ok(reply && strstr(reply, "type=\"result\"") && !strstr(reply, "NICKNAME"),
+	   "a user without a vCard gets an empty one");
+	xmpp_free(ctx, reply);
 
 	/* Raw sockets: stream errors a client library hides. */
 	char *answer = raw_exchange(s.c2s_port, header_to("unknown.example"));
