@@ -20,6 +20,7 @@
 #include "xml/stream.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,8 @@ struct c2s_conf {
 	uint64_t max_stanza_size;
 	int64_t negotiation_timeout_ms;
 	int64_t max_resources;
+	int64_t auth_backoff_base_ms;
+	int64_t auth_backoff_max_ms;
 };
 
 static const struct pl_option c2s_options[] = {
@@ -59,6 +62,10 @@ static const struct pl_option c2s_options[] = {
 	  offsetof(struct c2s_conf, negotiation_timeout_ms), NULL },
 	{ "max-resources", PL_OPT_INT, "32", 1, 1000, NULL,
 	  offsetof(struct c2s_conf, max_resources), NULL },
+	{ "auth-backoff-base", PL_OPT_DURATION, "500ms", 0, 60000, NULL,
+	  offsetof(struct c2s_conf, auth_backoff_base_ms), "delay after a first failed login" },
+	{ "auth-backoff-max", PL_OPT_DURATION, "30s", 0, 3600000, NULL,
+	  offsetof(struct c2s_conf, auth_backoff_max_ms), "cap of the doubling delay" },
 	{ NULL }
 };
 
@@ -79,8 +86,49 @@ struct c2s {
 	bool start_tls;
 	bool bound;
 	bool plus_offered;
+	struct event *delayed_failure;  /* pending back-off timer, owned */
+	char *delayed_condition;        /* the <failure/> it will send */
 	struct c2s *prev, *next;
 };
+
+/* Failed logins per client address: each failure doubles the delay
+ * before the next <failure/> is sent, so guessing passwords gets slow for
+ * the guesser only (other connections are not delayed: it is a timer, not
+ * a sleep). Entries are forgotten after ten quiet minutes or a success. */
+struct failure_record {
+	char address[46];
+	unsigned count;
+	int64_t last_ms;
+};
+#define FAILURE_TABLE_SIZE 4096
+#define FAILURE_MEMORY_MS (10 * 60 * 1000)
+static struct failure_record failure_table[FAILURE_TABLE_SIZE];
+
+static struct failure_record *failure_slot(const char *address, bool create)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = address; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	/* Open addressing over a few slots; the oldest one is reused, so the
+	 * table stays bounded under a flood of addresses. */
+	struct failure_record *oldest = NULL;
+	int64_t now = pl_now_ms();
+	for (unsigned probe = 0; probe < 8; probe++) {
+		struct failure_record *r = &failure_table[(h + probe) % FAILURE_TABLE_SIZE];
+		if (r->count && now - r->last_ms > FAILURE_MEMORY_MS)
+			r->count = 0;
+		if (r->count && strcmp(r->address, address) == 0)
+			return r;
+		/* Prefer an empty slot, then the least recently used one. */
+		if (!oldest || (oldest->count && (!r->count || r->last_ms < oldest->last_ms)))
+			oldest = r;
+	}
+	if (!create)
+		return NULL;
+	memset(oldest, 0, sizeof(*oldest));
+	snprintf(oldest->address, sizeof(oldest->address), "%s", address);
+	return oldest;
+}
 
 static struct c2s_conf conf;
 static struct pl_listener *plain_listener, *tls_listener;
@@ -114,6 +162,9 @@ static void unlink_stream(struct c2s *c)
 
 static void free_stream(struct c2s *c)
 {
+	if (c->delayed_failure)
+		event_free(c->delayed_failure);
+	free(c->delayed_condition);
 	if (c->bound) {
 		pl_router_unbind(&c->session);
 		c->bound = false;
@@ -246,16 +297,55 @@ static void send_sasl(struct c2s *c, const char *element, const struct pl_buf *d
 	pl_buf_free(&out);
 }
 
-static void sasl_failure(struct c2s *c, const char *condition, const char *reason)
+static void send_failure(struct c2s *c, const char *condition)
 {
-	pl_log_session(PL_LOG_WARN, "c2s", c->log_id, "%s: authentication failed: %s (%s)",
-		       pl_conn_peer_address(c->conn), condition, reason);
 	struct pl_buf out = { 0 };
 	pl_buf_printf(&out, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
 	pl_conn_write(c->conn, out.data, out.len);
 	pl_buf_free(&out);
+}
+
+static void on_delayed_failure(evutil_socket_t fd, short what, void *arg)
+{
+	struct c2s *c = arg;
+	event_free(c->delayed_failure);
+	c->delayed_failure = NULL;
+	send_failure(c, c->delayed_condition);
+	free(c->delayed_condition);
+	c->delayed_condition = NULL;
+}
+
+static void sasl_failure(struct c2s *c, const char *condition, const char *reason)
+{
 	pl_sasl_free(c->sasl);
 	c->sasl = NULL;
+	bool guess = strcmp(condition, "not-authorized") == 0 ||
+		     strcmp(condition, "invalid-authzid") == 0;
+	struct failure_record *record =
+		guess ? failure_slot(pl_conn_peer_address(c->conn), true) : NULL;
+	int64_t delay = 0;
+	if (record) {
+		record->count++;
+		record->last_ms = pl_now_ms();
+		delay = conf.auth_backoff_base_ms;
+		for (unsigned i = 1; i < record->count && delay < conf.auth_backoff_max_ms; i++)
+			delay *= 2;
+		if (delay > conf.auth_backoff_max_ms)
+			delay = conf.auth_backoff_max_ms;
+	}
+	pl_log_session(PL_LOG_WARN, "c2s", c->log_id,
+		       "%s: authentication failed: %s (%s); failure %u from this address, "
+		       "answering in %lld ms",
+		       pl_conn_peer_address(c->conn), condition, reason,
+		       record ? record->count : 0, (long long)delay);
+	if (delay <= 0 || c->delayed_failure) {
+		send_failure(c, condition);
+		return;
+	}
+	c->delayed_condition = pl_strdup(condition);
+	c->delayed_failure = evtimer_new(loop, on_delayed_failure, c);
+	struct timeval tv = { delay / 1000, (delay % 1000) * 1000 };
+	evtimer_add(c->delayed_failure, &tv);
 }
 
 static void sasl_step(struct c2s *c, struct pl_xnode *element)
@@ -288,6 +378,10 @@ static void sasl_step(struct c2s *c, struct pl_xnode *element)
 			sasl_failure(c, "not-authorized", "username is not a valid localpart");
 		} else {
 			c->authenticated = true;
+			struct failure_record *record =
+				failure_slot(pl_conn_peer_address(c->conn), false);
+			if (record)
+				record->count = 0;
 			send_sasl(c, "success", &out);
 			pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: authenticated as %s@%s",
 				       pl_conn_peer_address(c->conn), c->username, c->host->name);
@@ -300,6 +394,12 @@ static void sasl_step(struct c2s *c, struct pl_xnode *element)
 
 static void handle_auth(struct c2s *c, struct pl_xnode *element)
 {
+	if (c->delayed_failure) {
+		/* Still serving the back-off of the last failure: RFC 6120 6.4.5
+		 * lets the server fail attempts; this one does not count. */
+		send_failure(c, "temporary-auth-failure");
+		return;
+	}
 	if (c->authenticated || c->sasl) {
 		sasl_failure(c, "aborted", "authentication already in progress or done");
 		return;

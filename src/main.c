@@ -23,6 +23,7 @@
 #include <getopt.h>
 #include <libxml/parser.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,12 @@ int main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Every client is a descriptor: use all the system allows us. */
+	struct rlimit files;
+	if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+		files.rlim_cur = files.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &files);
+	}
 	if (evthread_use_pthreads() != 0)
 		pl_fatal("libevent has no pthreads support");
 	pl_server.base = event_base_new();

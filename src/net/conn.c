@@ -34,6 +34,7 @@ struct pl_conn {
 	bool tls;
 	bool tls_pending;  /* STARTTLS asked: switch once output drained */
 	bool closing;      /* close_after_flush: waiting for the output to drain */
+	bool lingering;    /* output sent and write side shut: discarding input */
 	bool in_callback;  /* on_data running: defer a free asked from inside */
 	bool free_deferred;
 	char address[INET6_ADDRSTRLEN];
@@ -58,6 +59,10 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct pl_conn *conn = arg;
 	struct evbuffer *input = bufferevent_get_input(bev);
+	if (conn->lingering) {
+		evbuffer_drain(input, evbuffer_get_length(input));
+		return;
+	}
 	while (!conn->closing && !conn->free_deferred && !conn->tls_pending) {
 		size_t len = evbuffer_get_length(input);
 		if (len == 0)
@@ -108,10 +113,19 @@ static void on_write(struct bufferevent *bev, void *arg)
 	struct pl_conn *conn = arg;
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return;
-	if (conn->tls_pending)
+	if (conn->tls_pending) {
 		upgrade_to_tls(conn);
-	else if (conn->closing)
-		close_now(conn, PL_CONN_CLOSED_LOCALLY);
+	} else if (conn->closing && !conn->lingering) {
+		/* Closing with unread input makes the kernel send a reset, which
+		 * can destroy our last words (the stream error) before the peer
+		 * reads them. Shut the write side and discard input briefly
+		 * instead, as web servers do with a lingering close. */
+		conn->lingering = true;
+		shutdown(conn->fd, SHUT_WR);
+		struct timeval linger = { 2, 0 };
+		bufferevent_set_timeouts(conn->bev, &linger, NULL);
+		bufferevent_enable(conn->bev, EV_READ);
+	}
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)

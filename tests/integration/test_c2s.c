@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strophe.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -261,6 +263,32 @@ static char *raw_exchange(int port, const char *text)
 	return answer;
 }
 
+static long rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	long kib = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "VmRSS:", 6) == 0)
+			kib = atol(line + 6);
+	if (f)
+		fclose(f);
+	return kib;
+}
+
+static int open_raw(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 static const char *header_to(const char *to)
 {
 	static char header[512];
@@ -427,6 +455,87 @@ int main(void)
 	has_str(answer, "<unsupported-version", "a stream without version 1.0 is refused");
 	free(answer);
 
+	/* A 10 MB stanza is refused without the server's memory growing. */
+	{
+		long before = rss_kib(s.pid);
+		int fd = open_raw(s.c2s_port);
+		const char *h = header_to("localhost");
+		bool refused = false;
+		if (fd >= 0 && write(fd, h, strlen(h)) > 0 && write(fd, "<message><body>", 15) > 0) {
+			char *chunk = malloc(65536);
+			memset(chunk, 'a', 65536);
+			for (int i = 0; i < 160 && !refused; i++) {
+				if (write(fd, chunk, 65536) < 0)
+					refused = true;
+				struct pollfd p = { .fd = fd, .events = POLLIN };
+				if (poll(&p, 1, 0) > 0)
+					refused = true;
+			}
+			free(chunk);
+			char refusal[8192] = "";
+			size_t got = 0;
+			long long until = now_ms() + 3000;
+			while (got < sizeof(refusal) - 1 && !strstr(refusal, "</stream:stream>") &&
+			       now_ms() < until) {
+				struct pollfd p = { .fd = fd, .events = POLLIN };
+				if (poll(&p, 1, 100) <= 0)
+					continue;
+				ssize_t n = read(fd, refusal + got, sizeof(refusal) - 1 - got);
+				if (n <= 0)
+					break;
+				got += (size_t)n;
+				refusal[got] = 0;
+			}
+			has_str(refusal, "<policy-violation", "a 10 MB stanza gets policy-violation");
+		}
+		if (fd >= 0)
+			close(fd);
+		long after = rss_kib(s.pid);
+		ok(before > 0 && after - before < 8 * 1024,
+		   "parleyd's memory grew by %ld KiB only (refused early)", after - before);
+	}
+
+	/* 2000 idle unauthenticated connections do not stop a real login. */
+	{
+		struct rlimit files;
+		getrlimit(RLIMIT_NOFILE, &files);
+		files.rlim_cur = files.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &files);
+		/* The idle sockets live in a child: libstrophe uses select() and
+		 * cannot handle descriptors above FD_SETSIZE in this process. */
+		enum { IDLE = 2000 };
+		int ready[2], release[2];
+		if (pipe(ready) != 0 || pipe(release) != 0)
+			return done_testing();
+		pid_t holder = fork();
+		if (holder == 0) {
+			close(ready[0]);
+			close(release[1]);
+			int opened = 0;
+			for (int i = 0; i < IDLE; i++)
+				if (open_raw(s.c2s_port) >= 0)
+					opened++;
+			if (write(ready[1], &opened, sizeof(opened)) != sizeof(opened))
+				_exit(1);
+			char byte;
+			if (read(release[0], &byte, 1) < 0)
+				_exit(1);
+			_exit(0);
+		}
+		close(ready[1]);
+		close(release[0]);
+		int opened = 0;
+		if (read(ready[0], &opened, sizeof(opened)) != sizeof(opened))
+			opened = -1;
+		ok(opened == IDLE, "%d idle unauthenticated connections are open", opened);
+		struct client *second = connect_client(&s, "bob@localhost/second", "bob-secret", true);
+		ok(second->connected, "a real login still succeeds next to them");
+		free_client(second);
+		close(release[1]);
+		close(ready[0]);
+		waitpid(holder, NULL, 0);
+	}
+
 	/* The bystanders still work after all those errors. */
 	send_raw(bob, "<message to='alice@localhost/phone' type='chat' id='m5'><body>still here</body></message>");
 	ok(message_count_reached(alice, 3, 5000) && strcmp(alice->last_body, "still here") == 0,
@@ -450,6 +559,8 @@ int main(void)
 	char *log = ph_server_log(&s);
 	has_str(log, "stream error host-unknown", "stream errors are logged");
 	has_str(log, "authentication failed", "authentication failures are logged");
+	has_str(log, "failure 2 from this address, answering in 1000 ms",
+		"repeated failures from one address back off (500 ms, then 1000 ms)");
 	free(log);
 	ph_server_cleanup(&s);
 	return done_testing();
