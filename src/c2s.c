@@ -8,6 +8,7 @@
  * logged with its condition and the peer address. */
 #include "c2s.h"
 #include "accounts.h"
+#include "hooks.h"
 #include "jid.h"
 #include "log.h"
 #include "net/conn.h"
@@ -31,6 +32,7 @@
 #define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 #define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
+#define NS_REGISTER "jabber:iq:register"
 
 struct c2s_conf {
 	char *address;
@@ -81,6 +83,7 @@ struct c2s {
 	char *username;                 /* localpart after SASL */
 	char stream_id[33];             /* new for every stream header (RFC 6120 4.7.3) */
 	char log_id[24];                /* stable for the connection, for log lines */
+	uint64_t number;                /* the same, as a number (pl_c2s_reply) */
 	bool authenticated;
 	bool restart;                   /* after <proceed/> or <success/> */
 	bool start_tls;
@@ -454,6 +457,9 @@ static void send_features(struct c2s *c)
 		if (tls)
 			pl_buf_puts(&out, "<mechanism>PLAIN</mechanism>");
 		pl_buf_puts(&out, "</mechanisms>");
+		/* Advertised only while a module says registration is open. */
+		if (pl_hooks_has("stream-feature/register"))
+			pl_buf_puts(&out, "<register xmlns='http://jabber.org/features/iq-register'/>");
 	}
 	if (c->authenticated)
 		pl_buf_puts(&out, "<bind xmlns='" NS_BIND "'/>"
@@ -678,6 +684,45 @@ static void handle_stanza(struct c2s *c, struct pl_xnode *stanza)
 	}
 }
 
+/* IQs a module answers before authentication (in-band registration).
+ * Returns false when nobody takes it. */
+static bool handle_unauthenticated_iq(struct c2s *c, struct pl_xnode *element)
+{
+	struct pl_xnode *payload = strcmp(element->name, "iq") == 0
+					   ? pl_xnode_first_element(element)
+					   : NULL;
+	if (!payload || !payload->ns || !pl_xnode_attr(element, "id"))
+		return false;
+	char *event = pl_asprintf("iq-unauthenticated/%s", payload->ns);
+	bool known = pl_hooks_has(event);
+	if (known) {
+		/* The client has no address yet: answers go by connection. */
+		pl_xnode_set_attr(element, "from", NULL);
+		struct pl_unauthenticated_iq data = { element, c->host->name,
+						      pl_conn_peer_address(c->conn), c->number,
+						      pl_conn_is_tls(c->conn) };
+		int result = pl_hooks_fire(event, &data);
+		if (PL_HOOK_IS_ERROR(result)) {
+			enum pl_stanza_error condition = PL_HOOK_ERROR_CONDITION(result);
+			reply_iq_error(c, element, pl_stanza_error_type(condition),
+				       pl_stanza_error_name(condition));
+		}
+	}
+	free(event);
+	return known;
+}
+
+bool pl_c2s_reply(uint64_t connection, const struct pl_xnode *stanza)
+{
+	for (struct c2s *c = streams; c; c = c->next) {
+		if (c->number == connection && c->state != CLOSING) {
+			write_node(c, stanza);
+			return true;
+		}
+	}
+	return false;
+}
+
 static void on_element(void *userdata, struct pl_xnode *element)
 {
 	struct c2s *c = userdata;
@@ -704,7 +749,7 @@ static void on_element(void *userdata, struct pl_xnode *element)
 			sasl_step(c, element);
 		else if (strcmp(ns, NS_SASL) == 0 && strcmp(element->name, "abort") == 0)
 			sasl_failure(c, "aborted", "the client aborted");
-		else
+		else if (!handle_unauthenticated_iq(c, element))
 			stream_error(c, "not-authorized", "authenticate first");
 	} else if (!c->bound) {
 		struct pl_xnode *bind = strcmp(element->name, "iq") == 0
@@ -796,7 +841,8 @@ static void accept_connection(int fd, const struct sockaddr *peer, socklen_t pee
 	c->parser = pl_xml_stream_new(&limits, &xml_callbacks, c);
 	static uint64_t connection_counter;
 	snprintf(c->stream_id, sizeof(c->stream_id), "new");
-	snprintf(c->log_id, sizeof(c->log_id), "%llu", (unsigned long long)++connection_counter);
+	c->number = ++connection_counter;
+	snprintf(c->log_id, sizeof(c->log_id), "%llu", (unsigned long long)c->number);
 	pl_conn_set_idle_timeout(c->conn, conf.negotiation_timeout_ms);
 	c->next = streams;
 	if (streams)

@@ -43,7 +43,7 @@ const char *pl_stanza_error_name(enum pl_stanza_error condition)
 }
 
 /* RFC 6120 8.3.3: the error type that goes with each condition. */
-static const char *error_type(enum pl_stanza_error condition)
+const char *pl_stanza_error_type(enum pl_stanza_error condition)
 {
 	switch (condition) {
 	case PL_ERR_BAD_REQUEST:
@@ -221,7 +221,7 @@ void pl_route_error(const struct pl_xnode *stanza, enum pl_stanza_error conditio
 	pl_xnode_set_attr(error, "from", original_to ? original_to : pl_server.hosts[0].name);
 	pl_xnode_set_attr(error, "type", "error");
 	struct pl_xnode *e = pl_xnode_add_element(error, "error", PL_NS_CLIENT);
-	pl_xnode_set_attr(e, "type", error_type(condition));
+	pl_xnode_set_attr(e, "type", pl_stanza_error_type(condition));
 	pl_xnode_add_element(e, pl_stanza_error_name(condition), PL_NS_STANZAS);
 	if (text) {
 		struct pl_xnode *t = pl_xnode_add_element(e, "text", PL_NS_STANZAS);

@@ -58,5 +58,7 @@ void pl_route_error(const struct pl_xnode *stanza, enum pl_stanza_error conditio
 /* The reply skeleton of an IQ: type result, to = from, from = to, same id. */
 struct pl_xnode *pl_iq_result(const struct pl_xnode *iq);
 const char *pl_stanza_error_name(enum pl_stanza_error condition);
+/* The error type RFC 6120 8.3.3 pairs with a condition (cancel, modify...). */
+const char *pl_stanza_error_type(enum pl_stanza_error condition);
 
 #endif

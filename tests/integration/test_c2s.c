@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strophe.h>
+#include <openssl/ssl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -139,6 +140,7 @@ static const struct {
 	{ "http://jabber.org/protocol/disco#info", "xep-0030" },
 	{ "http://jabber.org/protocol/disco#items", "xep-0030" },
 	{ "jabber:iq:private", "xep-0049" },
+	{ "jabber:iq:register", "xep-0077" },
 	{ "vcard-temp", "xep-0054" },
 	{ "jabber:iq:version", "xep-0092" },
 	{ "urn:xmpp:time", "xep-0202" },
@@ -287,6 +289,51 @@ static int open_raw(int port)
 		return -1;
 	}
 	return fd;
+}
+
+/* Direct TLS (the c2s tls-port), raw: sends `text` and collects the
+ * answer until `until` appears, the stream closes, or 5 s pass. */
+static char *tls_exchange(int port, const char *text, const char *until)
+{
+	SSL_CTX *tls = SSL_CTX_new(TLS_client_method());
+	int fd = open_raw(port);
+	SSL *ssl = SSL_new(tls);
+	SSL_set_fd(ssl, fd);
+	SSL_set_tlsext_host_name(ssl, "localhost");
+	char *answer = calloc(1, 65536);
+	size_t len = 0;
+	if (fd >= 0 && SSL_connect(ssl) == 1 && SSL_write(ssl, text, (int)strlen(text)) > 0) {
+		long long deadline = now_ms() + 5000;
+		while (len < 65535 && now_ms() < deadline && !strstr(answer, until) &&
+		       !strstr(answer, "</stream:stream>")) {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+			if (SSL_pending(ssl) == 0 && poll(&p, 1, 100) <= 0)
+				continue;
+			int n = SSL_read(ssl, answer + len, (int)(65535 - len));
+			if (n <= 0)
+				break;
+			len += (size_t)n;
+			answer[len] = '\0';
+		}
+	}
+	SSL_free(ssl);
+	SSL_CTX_free(tls);
+	if (fd >= 0)
+		close(fd);
+	return answer;
+}
+
+static char *register_account(const struct ph_server *s, const char *user, const char *password)
+{
+	char request[1024];
+	snprintf(request, sizeof(request),
+		 "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+		 "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
+		 "<iq type='get' id='rg'><query xmlns='jabber:iq:register'/></iq>"
+		 "<iq type='set' id='rs'><query xmlns='jabber:iq:register'><username>%s</username>"
+		 "<password>%s</password></query></iq>",
+		 user, password);
+	return tls_exchange(s->c2s_tls_port, request, "id=\"rs\"");
 }
 
 static const char *header_to(const char *to)
@@ -538,6 +585,45 @@ int main(void)
 		close(ready[0]);
 		waitpid(holder, NULL, 0);
 	}
+
+	/* XEP-0077 in-band registration, over direct TLS before logging in. */
+	answer = register_account(&s, "erin", "erin-secret");
+	has_str(answer, "<register xmlns='http://jabber.org/features/iq-register'/>",
+		"the iq-register stream feature is advertised when registration is open");
+	has_str(answer, "<instructions>", "the registration form is offered");
+	ok(strstr(answer, "id='rs'") && strstr(answer, "type='result' id='rs'") != NULL,
+	   "erin registers in-band");
+	free(answer);
+	const char *users_args[] = { "users", NULL };
+	char *users = NULL;
+	ph_ctl(&s, users_args, NULL, &users, NULL);
+	has_str(users, "erin@localhost", "the account exists");
+	free(users);
+	answer = register_account(&s, "erin", "other");
+	has_str(answer, "<conflict", "registering an existing name is a conflict");
+	free(answer);
+	answer = register_account(&s, "bad@name", "x");
+	has_str(answer, "<jid-malformed", "an invalid username is jid-malformed");
+	free(answer);
+	answer = register_account(&s, "frank", "frank-secret");
+	ok(strstr(answer, "type='result' id='rs'") != NULL, "a second registration from this address");
+	free(answer);
+	answer = register_account(&s, "gina", "gina-secret");
+	ok(strstr(answer, "type='result' id='rs'") != NULL, "a third one");
+	free(answer);
+	answer = register_account(&s, "harry", "harry-secret");
+	has_str(answer, "<resource-constraint", "the fourth within the hour is refused (per-address-per-hour=3)");
+	free(answer);
+	struct client *erin = connect_client(&s, "erin@localhost", "erin-secret", false);
+	ok(erin->connected, "erin logs in with the password she registered");
+	reply = iq(erin, "pw1", "<iq type='set' id='pw1'><query xmlns='jabber:iq:register'>"
+				"<username>erin</username><password>new-secret</password></query></iq>");
+	ok(reply && strstr(reply, "type=\"result\""), "erin changes her password in-band");
+	xmpp_free(ctx, reply);
+	free_client(erin);
+	erin = connect_client(&s, "erin@localhost", "new-secret", true);
+	ok(erin->connected, "and logs in with the new one");
+	free_client(erin);
 
 	/* The bystanders still work after all those errors. */
 	send_raw(bob, "<message to='alice@localhost/phone' type='chat' id='m5'><body>still here</body></message>");

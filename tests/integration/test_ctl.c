@@ -38,7 +38,7 @@ int main(void)
 	is_int(ctl(&s, "status", NULL, NULL, &out, NULL), 0, "status answers");
 	has_str(out, "users: 0", "status: no users yet");
 	has_str(out, "hosts: localhost", "status: the host");
-	has_str(out, "modules: disco ping private time vcard version", "status: the loaded modules");
+	has_str(out, "modules: disco ping private register time vcard version", "status: the loaded modules");
 	has_str(out, "uptime: ", "status: uptime");
 	free(out);
 
