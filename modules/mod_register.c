@@ -6,6 +6,7 @@
  * only SCRAM keys are stored, and the answer comes after the commit. */
 #include "accounts.h"
 #include "c2s.h"
+#include "iq_storage.h"
 #include "jid.h"
 #include "parley/module.h"
 #include "router.h"
@@ -167,20 +168,6 @@ static int on_unauthenticated(struct pl_event *event, void *userdata)
 	return result;
 }
 
-static void on_password_changed(void *arg, int status)
-{
-	struct pl_xnode *iq = arg;
-	if (status == 0) {
-		struct pl_xnode *reply = pl_iq_result(iq);
-		pl_route(reply, NULL);
-		pl_xnode_unref(&reply);
-	} else {
-		pl_route_error(iq, status == -EINVAL ? PL_ERR_NOT_ACCEPTABLE
-						     : PL_ERR_INTERNAL_SERVER_ERROR, NULL);
-	}
-	pl_xnode_unref(&iq);
-}
-
 /* A logged-in user: the form says they are registered; a set with a new
  * password changes it (XEP-0077 3.3). */
 static int on_authenticated(struct pl_event *event, void *userdata)
@@ -208,7 +195,7 @@ static int on_authenticated(struct pl_event *event, void *userdata)
 		else {
 			struct pl_xnode *copy = pl_xnode_copy(iq->stanza);
 			if (pl_accounts_set_password(iq->session->bare_jid, password,
-						     on_password_changed, copy) != 0) {
+						     pl_iq_reply_when_stored, copy) != 0) {
 				pl_xnode_unref(&copy);
 				result = PL_HOOK_ERROR(PL_ERR_NOT_ACCEPTABLE);
 			}

@@ -109,9 +109,7 @@ static struct failure_record failure_table[FAILURE_TABLE_SIZE];
 
 static struct failure_record *failure_slot(const char *address, bool create)
 {
-	uint32_t h = 2166136261u;
-	for (const char *p = address; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
+	uint32_t h = pl_hash_string(address);
 	/* Open addressing over a few slots; the oldest one is reused, so the
 	 * table stays bounded under a flood of addresses. */
 	struct failure_record *oldest = NULL;

@@ -48,17 +48,9 @@ static struct owned_identity *identity_entries;
 static size_t identity_count, identity_cap;
 static struct pl_identity *identity_view;
 
-static uint32_t hash_name(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
-}
-
 static struct event_entry *find_event(const char *name, bool create)
 {
-	uint32_t b = hash_name(name) % EVENT_BUCKETS;
+	uint32_t b = pl_hash_string(name) % EVENT_BUCKETS;
 	for (struct event_entry *e = buckets[b]; e; e = e->next)
 		if (strcmp(e->name, name) == 0)
 			return e;

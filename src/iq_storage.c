@@ -34,7 +34,7 @@ struct pl_xnode *pl_store_get_element(struct pl_store_space *space, const void *
 	return element;
 }
 
-static void on_committed(void *arg, int status)
+void pl_iq_reply_when_stored(void *arg, int status)
 {
 	struct pl_xnode *iq = arg;
 	if (status == 0) {
@@ -42,8 +42,9 @@ static void on_committed(void *arg, int status)
 		pl_route(reply, NULL);
 		pl_xnode_unref(&reply);
 	} else {
-		pl_route_error(iq, status == -ENOSPC ? PL_ERR_RESOURCE_CONSTRAINT
-						     : PL_ERR_INTERNAL_SERVER_ERROR,
+		pl_route_error(iq, status == -ENOSPC   ? PL_ERR_RESOURCE_CONSTRAINT
+				   : status == -EINVAL ? PL_ERR_NOT_ACCEPTABLE
+						       : PL_ERR_INTERNAL_SERVER_ERROR,
 			       "could not store the data");
 	}
 	pl_xnode_unref(&iq);
@@ -58,5 +59,5 @@ void pl_store_put_element_and_reply(struct pl_store_space *space, const void *ke
 	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
 	pl_store_put(w, space, key, key_len, value.data, value.len);
 	pl_buf_free(&value);
-	pl_store_write_submit(w, on_committed, pl_xnode_copy(iq));
+	pl_store_write_submit(w, pl_iq_reply_when_stored, pl_xnode_copy(iq));
 }

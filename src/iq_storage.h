@@ -22,4 +22,10 @@ void pl_store_put_element_and_reply(struct pl_store_space *space, const void *ke
 				    size_t key_len, const struct pl_xnode *element,
 				    const struct pl_xnode *iq);
 
+/* A store completion for an IQ set: routes the result, or the stanza
+ * error matching `status` (-ENOSPC resource-constraint, -EINVAL
+ * not-acceptable, else internal-server-error); frees `iq`, a copy the
+ * caller made with pl_xnode_copy. */
+void pl_iq_reply_when_stored(void *iq, int status);
+
 #endif

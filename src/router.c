@@ -69,17 +69,9 @@ const char *pl_stanza_error_type(enum pl_stanza_error condition)
 	}
 }
 
-static uint32_t hash_name(const char *s)
-{
-	uint32_t h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
-}
-
 static struct user_entry *find_user(const char *bare, bool create)
 {
-	uint32_t b = hash_name(bare) % USER_BUCKETS;
+	uint32_t b = pl_hash_string(bare) % USER_BUCKETS;
 	for (struct user_entry *u = buckets[b]; u; u = u->next)
 		if (strcmp(u->bare_jid, bare) == 0)
 			return u;
@@ -94,7 +86,7 @@ static struct user_entry *find_user(const char *bare, bool create)
 
 static void drop_user(struct user_entry *gone)
 {
-	uint32_t b = hash_name(gone->bare_jid) % USER_BUCKETS;
+	uint32_t b = pl_hash_string(gone->bare_jid) % USER_BUCKETS;
 	for (struct user_entry **link = &buckets[b]; *link; link = &(*link)->next) {
 		if (*link == gone) {
 			*link = gone->next;

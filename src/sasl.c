@@ -161,6 +161,22 @@ static int load_credentials(struct pl_sasl *s)
 	return 0;
 }
 
+/* The checks both mechanisms make once the user is known: the authzid,
+ * then the account (real or fake). False with the failure set. */
+static bool admit(struct pl_sasl *s, const char *authzid, enum pl_sasl_condition *condition,
+		  const char **reason)
+{
+	if (!authzid_allowed(s, authzid, s->username)) {
+		failure(condition, reason, PL_SASL_INVALID_AUTHZID, "authzid names another user");
+		return false;
+	}
+	if (load_credentials(s) != 0) {
+		failure(condition, reason, PL_SASL_TEMPORARY_AUTH_FAILURE, "account lookup failed");
+		return false;
+	}
+	return true;
+}
+
 /* ---- PLAIN -------------------------------------------------------------------- */
 
 static enum pl_sasl_result plain_step(struct pl_sasl *s, const uint8_t *data, size_t len,
@@ -183,14 +199,8 @@ static enum pl_sasl_result plain_step(struct pl_sasl *s, const uint8_t *data, si
 	}
 	s->username = prepared_user;
 	prepared_user = NULL;
-	if (!authzid_allowed(s, authzid, s->username)) {
-		failure(condition, reason, PL_SASL_INVALID_AUTHZID, "authzid names another user");
+	if (!admit(s, authzid, condition, reason))
 		goto out;
-	}
-	if (load_credentials(s) != 0) {
-		failure(condition, reason, PL_SASL_TEMPORARY_AUTH_FAILURE, "account lookup failed");
-		goto out;
-	}
 	uint8_t stored[32], server[32];
 	bool sha256 = true;
 	if (pl_scram_derive(PL_SCRAM_SHA256, prepared_password, s->credentials.salt,
@@ -341,14 +351,8 @@ static enum pl_sasl_result scram_first(struct pl_sasl *s, const char *message, s
 			goto out;
 		}
 	}
-	if (!authzid_allowed(s, authzid, s->username)) {
-		failure(condition, reason, PL_SASL_INVALID_AUTHZID, "authzid names another user");
+	if (!admit(s, authzid, condition, reason))
 		goto out;
-	}
-	if (load_credentials(s) != 0) {
-		failure(condition, reason, PL_SASL_TEMPORARY_AUTH_FAILURE, "account lookup failed");
-		goto out;
-	}
 	char *server_nonce;
 	if (s->test_server_nonce) {
 		server_nonce = pl_strdup(s->test_server_nonce);

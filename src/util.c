@@ -151,6 +151,14 @@ char *pl_buf_take(struct pl_buf *b)
 	return p;
 }
 
+uint32_t pl_hash_string(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	return h;
+}
+
 int64_t pl_now_ms(void)
 {
 	struct timespec ts;

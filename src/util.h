@@ -48,6 +48,10 @@ void pl_buf_free(struct pl_buf *b);
 /* Hands the data to the caller (who frees it) and empties the buffer. */
 char *pl_buf_take(struct pl_buf *b);
 
+/* FNV-1a of a NUL-terminated string, for the small hash tables of the
+ * core (events, users, addresses). */
+uint32_t pl_hash_string(const char *s);
+
 /* Milliseconds from a monotonic clock, for timeouts and durations. */
 int64_t pl_now_ms(void);
 

@@ -196,24 +196,27 @@ void pl_xnode_unref(struct pl_xnode **root)
 		free_tree(n);
 }
 
-void pl_xml_escape(struct pl_buf *out, const char *text, size_t len)
+/* Attribute values also escape quotes and whitespace controls (attribute
+ * normalisation would turn a raw newline into a space); text needs only
+ * the markup characters and \r (which XML parsers would drop). */
+static void escape(struct pl_buf *out, const char *text, size_t len, bool attribute)
 {
 	size_t start = 0;
 	for (size_t i = 0; i < len; i++) {
-		const char *entity;
+		const char *entity = NULL;
 		switch (text[i]) {
 		case '&': entity = "&amp;"; break;
 		case '<': entity = "&lt;"; break;
 		case '>': entity = "&gt;"; break;
-		case '"': entity = "&quot;"; break;
-		case '\'': entity = "&apos;"; break;
-		/* Kept as characters, attribute normalisation would turn these
-		 * into spaces. */
 		case '\r': entity = "&#13;"; break;
-		case '\n': entity = "&#10;"; break;
-		case '\t': entity = "&#9;"; break;
-		default: continue;
+		case '"': entity = attribute ? "&quot;" : NULL; break;
+		case '\'': entity = attribute ? "&apos;" : NULL; break;
+		case '\n': entity = attribute ? "&#10;" : NULL; break;
+		case '\t': entity = attribute ? "&#9;" : NULL; break;
+		default: break;
 		}
+		if (!entity)
+			continue;
 		pl_buf_append(out, text + start, i - start);
 		pl_buf_puts(out, entity);
 		start = i + 1;
@@ -221,23 +224,14 @@ void pl_xml_escape(struct pl_buf *out, const char *text, size_t len)
 	pl_buf_append(out, text + start, len - start);
 }
 
+void pl_xml_escape(struct pl_buf *out, const char *text, size_t len)
+{
+	escape(out, text, len, true);
+}
+
 static void escape_text(struct pl_buf *out, const char *text, size_t len)
 {
-	size_t start = 0;
-	for (size_t i = 0; i < len; i++) {
-		const char *entity;
-		switch (text[i]) {
-		case '&': entity = "&amp;"; break;
-		case '<': entity = "&lt;"; break;
-		case '>': entity = "&gt;"; break;
-		case '\r': entity = "&#13;"; break;
-		default: continue;
-		}
-		pl_buf_append(out, text + start, i - start);
-		pl_buf_puts(out, entity);
-		start = i + 1;
-	}
-	pl_buf_append(out, text + start, len - start);
+	escape(out, text, len, false);
 }
 
 static bool same_ns(const char *a, const char *b)
