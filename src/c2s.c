@@ -45,6 +45,8 @@ struct c2s_conf {
 	int64_t max_resources;
 	int64_t auth_backoff_base_ms;
 	int64_t auth_backoff_max_ms;
+	int64_t ping_idle_ms;
+	int64_t ping_timeout_ms;
 };
 
 static const struct pl_option c2s_options[] = {
@@ -68,6 +70,10 @@ static const struct pl_option c2s_options[] = {
 	  offsetof(struct c2s_conf, auth_backoff_base_ms), "delay after a first failed login" },
 	{ "auth-backoff-max", PL_OPT_DURATION, "30s", 0, 3600000, NULL,
 	  offsetof(struct c2s_conf, auth_backoff_max_ms), "cap of the doubling delay" },
+	{ "ping-idle", PL_OPT_DURATION, "5m", 1000, 86400000, NULL,
+	  offsetof(struct c2s_conf, ping_idle_ms), "ping a client silent for this long" },
+	{ "ping-timeout", PL_OPT_DURATION, "1m", 1000, 3600000, NULL,
+	  offsetof(struct c2s_conf, ping_timeout_ms), "close it when it stays silent this long more" },
 	{ NULL }
 };
 
@@ -90,6 +96,8 @@ struct c2s {
 	bool bound;
 	bool plus_offered;
 	struct event *delayed_failure;  /* pending back-off timer, owned */
+	int64_t last_heard_ms;          /* when the client last sent anything */
+	int64_t pinged_ms;              /* when we pinged it, 0 when not waiting */
 	char *delayed_condition;        /* the <failure/> it will send */
 	struct c2s *prev, *next;
 };
@@ -136,6 +144,7 @@ static struct pl_listener *plain_listener, *tls_listener;
 static struct event_base *loop;
 static struct c2s *streams;
 static struct pl_xml_limits limits;
+static struct event *keepalive_timer;
 
 static void write_text(struct c2s *c, const char *text)
 {
@@ -583,6 +592,7 @@ static void handle_bind(struct c2s *c, struct pl_xnode *iq, struct pl_xnode *bin
 	c->session.replaced = session_replaced;
 	pl_router_bind(&c->session);
 	c->bound = true;
+	c->last_heard_ms = pl_now_ms();
 	c->state = BOUND;
 	struct pl_buf out = { 0 };
 	const char *id = pl_xnode_attr(iq, "id");
@@ -794,6 +804,8 @@ static size_t on_data(struct pl_conn *conn, const char *data, size_t len, void *
 	struct c2s *c = userdata;
 	if (c->state == CLOSING)
 		return len;
+	c->last_heard_ms = pl_now_ms();
+	c->pinged_ms = 0;
 	ssize_t used = pl_xml_stream_feed(c->parser, data, len);
 	if (used < 0)
 		return len;
@@ -858,6 +870,31 @@ static void on_accept_tls(int fd, const struct sockaddr *peer, socklen_t len, vo
 	accept_connection(fd, peer, len, PL_TLS_ALPN_XMPP_CLIENT);
 }
 
+/* XEP-0199 from the server's side: a bound client silent for ping-idle is
+ * pinged; if it stays silent ping-timeout longer (no answer, no stanza,
+ * not even a whitespace keepalive) its connection is dead and the session
+ * ends, so its resources and presence do not linger. */
+static void on_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t now = pl_now_ms();
+	struct c2s *next;
+	for (struct c2s *c = streams; c; c = next) {
+		next = c->next;
+		if (c->state != BOUND)
+			continue;
+		if (c->pinged_ms && now - c->pinged_ms >= conf.ping_timeout_ms) {
+			stream_error(c, "connection-timeout", "no answer to a ping");
+		} else if (!c->pinged_ms && now - c->last_heard_ms >= conf.ping_idle_ms) {
+			char ping[160];
+			snprintf(ping, sizeof(ping),
+				 "<iq type='get' id='keepalive-%llx' from='%s'><ping xmlns='urn:xmpp:ping'/></iq>",
+				 (unsigned long long)now, c->host->name);
+			write_text(c, ping);
+			c->pinged_ms = now;
+		}
+	}
+}
+
 int pl_c2s_start(struct event_base *base, const struct pl_config *config, char **error)
 {
 	loop = base;
@@ -867,6 +904,11 @@ int pl_c2s_start(struct event_base *base, const struct pl_config *config, char *
 		return rc;
 	limits = pl_xml_default_limits;
 	limits.max_stanza_bytes = conf.max_stanza_size;
+	int64_t tick = (conf.ping_idle_ms < conf.ping_timeout_ms ? conf.ping_idle_ms
+								 : conf.ping_timeout_ms) / 4;
+	keepalive_timer = event_new(base, -1, EV_PERSIST, on_keepalive, NULL);
+	struct timeval every = { tick / 1000, (tick % 1000) * 1000 };
+	event_add(keepalive_timer, &every);
 	rc = pl_tls_init(error);
 	if (rc)
 		return rc;
@@ -908,6 +950,10 @@ void pl_c2s_stop(void)
 		/* Clients that did not read their <system-shutdown/> in time. */
 		pl_conn_free(c->conn);
 		free_stream(c);
+	}
+	if (keepalive_timer) {
+		event_free(keepalive_timer);
+		keepalive_timer = NULL;
 	}
 	pl_tls_shutdown();
 	pl_options_free(c2s_options, &conf);

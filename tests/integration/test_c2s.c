@@ -177,6 +177,15 @@ static void check_doap(const char *advertised)
 	free(doap);
 }
 
+static int answer_ping(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+	xmpp_stanza_t *result = xmpp_iq_new(ctx, "result", xmpp_stanza_get_id(stanza));
+	xmpp_stanza_set_to(result, xmpp_stanza_get_from(stanza));
+	xmpp_send(conn, result);
+	xmpp_stanza_release(result);
+	return 1;
+}
+
 static void on_connection(xmpp_conn_t *conn, xmpp_conn_event_t event, int error,
 			  xmpp_stream_error_t *stream_error, void *userdata)
 {
@@ -642,7 +651,6 @@ int main(void)
 	free_client(alice);
 	free_client(bob);
 	xmpp_ctx_free(ctx);
-	xmpp_shutdown();
 
 	is_int(ph_server_stop(&s), 0, "parleyd stops cleanly with clients connected earlier");
 	char *log = ph_server_log(&s);
@@ -652,5 +660,40 @@ int main(void)
 		"repeated failures from one address back off (500 ms, then 1000 ms)");
 	free(log);
 	ph_server_cleanup(&s);
+
+	/* Server pings (XEP-0199): a client that answers stays, a silent one is
+	 * dropped. A server of its own with one-second timers. */
+	struct ph_server k;
+	ph_server_init(&k, NULL);
+	char *config = ph_standard_config(&k, NULL, NULL);
+	char *c2s_element = strstr(config, "<c2s ");
+	char *patched = malloc(strlen(config) + 64);
+	snprintf(patched, strlen(config) + 64, "%.*s<c2s ping-idle=\"1s\" ping-timeout=\"1s\" %s",
+		 (int)(c2s_element - config), config, c2s_element + 5);
+	ph_server_write_config(&k, patched);
+	free(patched);
+	free(config);
+	ok(ph_server_start(&k, NULL) == 0, "a server with one-second pings starts");
+	ph_ctl(&k, add_alice, "alice-secret\n", NULL, NULL);
+	ph_ctl(&k, add_bob, "bob-secret\n", NULL, NULL);
+	ctx = xmpp_ctx_new(NULL, NULL);
+	struct client *answering = connect_client(&k, "alice@localhost/a", "alice-secret", false);
+	xmpp_handler_add(answering->conn, answer_ping, "urn:xmpp:ping", "iq", "get", answering);
+	struct client *silent = connect_client(&k, "bob@localhost/b", "bob-secret", false);
+	/* libstrophe answers nothing by itself: bob's client stays silent. */
+	deadline = now_ms() + 8000;
+	while (!silent->failed && now_ms() < deadline)
+		xmpp_run_once(ctx, 20);
+	ok(silent->failed, "a client that does not answer the server's ping is disconnected");
+	ok(answering->connected && !answering->failed, "a client that answers stays connected");
+	free_client(answering);
+	free_client(silent);
+	xmpp_ctx_free(ctx);
+	is_int(ph_server_stop(&k), 0, "that server stops cleanly");
+	log = ph_server_log(&k);
+	has_str(log, "stream error connection-timeout", "the dead connection is logged");
+	free(log);
+	ph_server_cleanup(&k);
+	xmpp_shutdown();
 	return done_testing();
 }
