@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strophe.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -332,6 +333,21 @@ static char *tls_exchange(int port, const char *text, const char *until)
 	return answer;
 }
 
+/* base64("authzid\0user\0password") for SASL PLAIN. */
+static char *pl_test_plain_auth(const char *authzid, const char *user, const char *password)
+{
+	unsigned char raw[512];
+	size_t a = strlen(authzid), u = strlen(user), p = strlen(password);
+	memcpy(raw, authzid, a);
+	raw[a] = 0;
+	memcpy(raw + a + 1, user, u);
+	raw[a + 1 + u] = 0;
+	memcpy(raw + a + 2 + u, password, p);
+	char *out = calloc(1, 1024);
+	EVP_EncodeBlock((unsigned char *)out, raw, (int)(a + u + p + 2));
+	return out;
+}
+
 static char *register_account(const struct ph_server *s, const char *user, const char *password)
 {
 	char request[1024];
@@ -593,6 +609,39 @@ int main(void)
 		close(release[1]);
 		close(ready[0]);
 		waitpid(holder, NULL, 0);
+	}
+
+	/* SASL over raw direct TLS, where a client library cannot hide it. */
+	{
+		char *plain_ok = pl_test_plain_auth("", "alice", "alice-secret");
+		char *plain_other = pl_test_plain_auth("bob@localhost", "alice", "alice-secret");
+		char *sasl_request = malloc(4096);
+		snprintf(sasl_request, 4096, "%s<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>",
+			 header_to("localhost"), plain_ok);
+		answer = tls_exchange(s.c2s_tls_port, sasl_request, "</success>");
+		has_str(answer, "<mechanism>SCRAM-SHA-256-PLUS</mechanism>", "inside TLS, -PLUS mechanisms are offered");
+		has_str(answer, "<mechanism>PLAIN</mechanism>", "and PLAIN");
+		has_str(answer, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'", "PLAIN with the right password succeeds");
+		free(answer);
+		snprintf(sasl_request, 4096, "%s<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>",
+			 header_to("localhost"), plain_other);
+		answer = tls_exchange(s.c2s_tls_port, sasl_request, "</failure>");
+		has_str(answer, "<invalid-authzid/>", "PLAIN with bob's authzid and alice's password is invalid-authzid");
+		ok(!strstr(answer, "<success"), "and does not log in as bob");
+		free(answer);
+		snprintf(sasl_request, 4096, "%s<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='DIGEST-MD5'/>",
+			 header_to("localhost"));
+		answer = tls_exchange(s.c2s_tls_port, sasl_request, "</failure>");
+		has_str(answer, "<invalid-mechanism/>", "an unknown mechanism is invalid-mechanism");
+		free(answer);
+		snprintf(sasl_request, 4096, "%s<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>!!notbase64</auth>",
+			 header_to("localhost"));
+		answer = tls_exchange(s.c2s_tls_port, sasl_request, "</failure>");
+		has_str(answer, "<incorrect-encoding/>", "bad base64 is incorrect-encoding");
+		free(answer);
+		free(sasl_request);
+		free(plain_ok);
+		free(plain_other);
 	}
 
 	/* XEP-0077 in-band registration, over direct TLS before logging in. */
