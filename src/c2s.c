@@ -98,6 +98,10 @@ struct c2s {
 	struct event *delayed_failure;  /* pending back-off timer, owned */
 	int64_t last_heard_ms;          /* when the client last sent anything */
 	int64_t pinged_ms;              /* when we pinged it, 0 when not waiting */
+	/* Who got directed presence (RFC 6121 4.6): they get our unavailable
+	 * presence when the session ends. Owned strings; bounded. */
+	char **directed;
+	size_t directed_count, directed_cap;
 	char *delayed_condition;        /* the <failure/> it will send */
 	struct c2s *prev, *next;
 };
@@ -170,8 +174,34 @@ static void unlink_stream(struct c2s *c)
 	c->prev = c->next = NULL;
 }
 
+#define MAX_DIRECTED 256
+
+static void forget_directed(struct c2s *c, const char *to)
+{
+	for (size_t i = 0; i < c->directed_count; i++) {
+		if (strcmp(c->directed[i], to) == 0) {
+			free(c->directed[i]);
+			c->directed[i] = c->directed[--c->directed_count];
+			return;
+		}
+	}
+}
+
+static void remember_directed(struct c2s *c, const char *to)
+{
+	forget_directed(c, to);
+	if (c->directed_count >= MAX_DIRECTED)
+		return;
+	pl_grow((void **)&c->directed, &c->directed_cap, c->directed_count + 1,
+		sizeof(*c->directed));
+	c->directed[c->directed_count++] = pl_strdup(to);
+}
+
 static void free_stream(struct c2s *c)
 {
+	for (size_t i = 0; i < c->directed_count; i++)
+		free(c->directed[i]);
+	free(c->directed);
 	if (c->delayed_failure)
 		event_free(c->delayed_failure);
 	free(c->delayed_condition);
@@ -202,6 +232,10 @@ static void broadcast_unavailable(struct c2s *c)
 			continue;
 		pl_xnode_set_attr(presence, "to", s->full_jid);
 		s->deliver(s, presence);
+	}
+	for (size_t i = 0; i < c->directed_count; i++) {
+		pl_xnode_set_attr(presence, "to", c->directed[i]);
+		pl_route(presence, &c->session);
 	}
 	pl_xnode_unref(&presence);
 }
@@ -615,6 +649,12 @@ static void handle_presence(struct c2s *c, struct pl_xnode *presence)
 	const char *to = pl_xnode_attr(presence, "to");
 	const char *type = pl_xnode_attr(presence, "type");
 	if (to) {
+		/* Directed presence: remembered so that the recipient learns when
+		 * we go offline (RFC 6121 4.6.3). */
+		if (!type)
+			remember_directed(c, to);
+		else if (strcmp(type, "unavailable") == 0)
+			forget_directed(c, to);
 		pl_route(presence, &c->session);
 		return;
 	}

@@ -32,6 +32,7 @@ struct client {
 	char features[2048];   /* disco#info features, space separated */
 	bool got_disco;
 	bool got_pong;
+	char presences[2048];  /* "from:available|unavailable " */
 };
 
 static xmpp_ctx_t *ctx;
@@ -176,6 +177,17 @@ static void check_doap(const char *advertised)
 			   feature_xeps[i].feature);
 	free(copy);
 	free(doap);
+}
+
+static int on_presence(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
+{
+	struct client *c = userdata;
+	const char *from = xmpp_stanza_get_from(stanza);
+	const char *type = xmpp_stanza_get_type(stanza);
+	char entry[300];
+	snprintf(entry, sizeof(entry), "%s:%s ", from ? from : "?", type ? type : "available");
+	strncat(c->presences, entry, sizeof(c->presences) - strlen(c->presences) - 1);
+	return 1;
 }
 
 static int answer_ping(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *userdata)
@@ -687,6 +699,23 @@ int main(void)
 	send_raw(bob, "<message to='alice@localhost/phone' type='chat' id='m5'><body>still here</body></message>");
 	ok(message_count_reached(alice, 3, 5000) && strcmp(alice->last_body, "still here") == 0,
 	   "bob and alice still talk after the bad streams");
+
+	/* Directed presence: the recipient learns when the sender goes away. */
+	struct client *dora = connect_client(&s, "alice@localhost/laptop", "alice-secret", false);
+	ok(dora->connected, "alice logs in a second resource");
+	xmpp_handler_add(bob->conn, on_presence, NULL, "presence", NULL, bob);
+	snprintf(to_full, sizeof(to_full), "<presence to='%s'/>", xmpp_conn_get_bound_jid(bob->conn));
+	send_raw(dora, to_full);
+	deadline = now_ms() + 5000;
+	while (!strstr(bob->presences, "alice@localhost/laptop:available") && now_ms() < deadline)
+		xmpp_run_once(ctx, 20);
+	has_str(bob->presences, "alice@localhost/laptop:available", "bob receives alice's directed presence");
+	free_client(dora);
+	deadline = now_ms() + 5000;
+	while (!strstr(bob->presences, "alice@localhost/laptop:unavailable") && now_ms() < deadline)
+		xmpp_run_once(ctx, 20);
+	has_str(bob->presences, "alice@localhost/laptop:unavailable",
+		"and her unavailable presence when that session ends");
 
 	/* A second login on alice's resource replaces the first. */
 	struct client *alice2 = connect_client(&s, "alice@localhost/phone", "alice-secret", false);
