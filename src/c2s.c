@@ -47,6 +47,7 @@ struct c2s_conf {
 	int64_t auth_backoff_max_ms;
 	int64_t ping_idle_ms;
 	int64_t ping_timeout_ms;
+	uint64_t max_bytes_per_second;
 };
 
 static const struct pl_option c2s_options[] = {
@@ -70,6 +71,9 @@ static const struct pl_option c2s_options[] = {
 	  offsetof(struct c2s_conf, auth_backoff_base_ms), "delay after a first failed login" },
 	{ "auth-backoff-max", PL_OPT_DURATION, "30s", 0, 3600000, NULL,
 	  offsetof(struct c2s_conf, auth_backoff_max_ms), "cap of the doubling delay" },
+	{ "max-bytes-per-second", PL_OPT_SIZE, "128KiB", 0, 1 << 30, NULL,
+	  offsetof(struct c2s_conf, max_bytes_per_second),
+	  "read rate of one client connection (0: unlimited); files go over HTTP upload" },
 	{ "ping-idle", PL_OPT_DURATION, "5m", 1000, 86400000, NULL,
 	  offsetof(struct c2s_conf, ping_idle_ms), "ping a client silent for this long" },
 	{ "ping-timeout", PL_OPT_DURATION, "1m", 1000, 3600000, NULL,
@@ -894,6 +898,11 @@ static void accept_connection(int fd, const struct sockaddr *peer, socklen_t pee
 	c->number = ++connection_counter;
 	snprintf(c->log_id, sizeof(c->log_id), "%llu", (unsigned long long)c->number);
 	pl_conn_set_idle_timeout(c->conn, conf.negotiation_timeout_ms);
+	/* A flooding client is slowed at the socket: its bytes wait in the
+	 * kernel, not in our memory, and the loop serves everyone else. */
+	if (conf.max_bytes_per_second)
+		pl_conn_set_read_limit(c->conn, conf.max_bytes_per_second,
+				       2 * conf.max_bytes_per_second);
 	c->next = streams;
 	if (streams)
 		streams->prev = c;

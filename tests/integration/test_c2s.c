@@ -745,8 +745,9 @@ int main(void)
 	ph_server_init(&k, NULL);
 	char *config = ph_standard_config(&k, NULL, NULL);
 	char *c2s_element = strstr(config, "<c2s ");
-	char *patched = malloc(strlen(config) + 64);
-	snprintf(patched, strlen(config) + 64, "%.*s<c2s ping-idle=\"1s\" ping-timeout=\"1s\" %s",
+	char *patched = malloc(strlen(config) + 96);
+	snprintf(patched, strlen(config) + 96,
+		 "%.*s<c2s ping-idle=\"1s\" ping-timeout=\"1s\" max-bytes-per-second=\"1KiB\" %s",
 		 (int)(c2s_element - config), config, c2s_element + 5);
 	ph_server_write_config(&k, patched);
 	free(patched);
@@ -767,6 +768,42 @@ int main(void)
 	free_client(answering);
 	free_client(silent);
 	xmpp_ctx_free(ctx);
+
+	/* The read limit (1 KiB/s here): 8 KiB of whitespace before a stanza
+	 * that gets an answer hold that answer back for seconds, on this
+	 * connection only. */
+	{
+		int fd = open_raw(k.c2s_port);
+		const char *h = header_to("localhost");
+		char *flood = malloc(8192 + 256);
+		memset(flood, ' ', 8192);
+		strcpy(flood + 8192, "<iq type='get' id='late'><query xmlns='jabber:iq:register'/></iq>");
+		long long sent_at = now_ms();
+		bool wrote = fd >= 0 && write(fd, h, strlen(h)) > 0 &&
+			     write(fd, flood, strlen(flood)) == (ssize_t)strlen(flood);
+		char reply_text[8192] = "";
+		size_t got = 0;
+		long long answered_at = 0;
+		while (wrote && now_ms() - sent_at < 20000 && !answered_at) {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+			if (poll(&p, 1, 100) <= 0)
+				continue;
+			ssize_t n = read(fd, reply_text + got, sizeof(reply_text) - 1 - got);
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+			reply_text[got] = 0;
+			if (strstr(reply_text, "id='late'") || strstr(reply_text, "</stream:stream>"))
+				answered_at = now_ms();
+		}
+		ok(answered_at > 0, "the limited connection is still served");
+		ok(answered_at - sent_at >= 3000,
+		   "but only after the limit let its bytes in (%lld ms for 8 KiB at 1 KiB/s)",
+		   answered_at - sent_at);
+		free(flood);
+		if (fd >= 0)
+			close(fd);
+	}
 	is_int(ph_server_stop(&k), 0, "that server stops cleanly");
 	log = ph_server_log(&k);
 	has_str(log, "stream error connection-timeout", "the dead connection is logged");
