@@ -44,6 +44,8 @@ void pl_store_key_u32(struct pl_store_key *k, uint32_t v)
 
 size_t pl_store_key_read_str(const uint8_t *p, size_t len, const char **s, size_t *s_len)
 {
+	if (len == 0)
+		return 0;
 	const uint8_t *nul = memchr(p, 0, len);
 	if (!nul)
 		return 0;
