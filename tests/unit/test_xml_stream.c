@@ -1,12 +1,15 @@
 /* The stream parser: stanzas delivered whole whatever the chunking,
  * stream open and close, namespaces, keepalives, every error class of RFC
  * 6120 (not-well-formed, restricted-xml, policy-violation) including a
- * 10 MB stanza, 500 attributes and a billion-laughs document, and a pause
- * and reset in the middle of a buffer as STARTTLS needs. */
+ * 10 MB stanza, 500 attributes and a billion-laughs document, a pause
+ * and reset in the middle of a buffer as STARTTLS and SASL need, and the
+ * memory bounds: idle size, a large tag fed byte by byte, and a peer that
+ * makes expat remember thousands of names. */
 #include "xml/stream.h"
 #include "../tap.h"
 
 #include <malloc.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +20,9 @@ struct recorder {
 	enum pl_xml_error error;
 	struct pl_buf stanzas;     /* serialized, one per line */
 	const char *pause_on;      /* element name that pauses the parser */
+	const char *reset_on;      /* element name that resets it from the callback */
+	int elements;
+	bool reparse;              /* parse each element again from its serialization */
 };
 
 static void on_open(void *arg, const char *name, const char *ns, const char *content_ns,
@@ -42,6 +48,20 @@ static void on_element(void *arg, struct pl_xnode *element)
 	pl_buf_puts(&r->stanzas, "\n");
 	if (r->pause_on && strcmp(element->name, r->pause_on) == 0)
 		pl_xml_stream_pause(r->stream);
+	if (r->reset_on && strcmp(element->name, r->reset_on) == 0)
+		pl_xml_stream_reset(r->stream);
+	r->elements++;
+	if (r->reparse) {
+		/* Another parser from inside this one's callback. */
+		char *xml = pl_xnode_to_string(element, "jabber:client");
+		struct pl_xnode *again = pl_xml_parse_element(xml, strlen(xml), "jabber:client");
+		char *xml2 = again ? pl_xnode_to_string(again, "jabber:client") : NULL;
+		if (!xml2 || strcmp(xml, xml2) != 0)
+			r->errors += 100;
+		free(xml);
+		free(xml2);
+		pl_xnode_unref(&again);
+	}
 	pl_xnode_unref(&element);
 }
 
@@ -177,6 +197,8 @@ int main(void)
 	ok(r.error == PL_XML_POLICY_VIOLATION && r.errors == 1,
 	   "a 10 MB stanza is a policy-violation");
 	ok(fed <= 512 * 1024, "refused after %zu KiB, not 10 MB", fed / 1024);
+	ok(pl_xml_stream_peak_parser_memory(r.stream) < 1024 * 1024,
+	   "expat never held more than %zu KiB", pl_xml_stream_peak_parser_memory(r.stream) / 1024);
 	ok(after.uordblks < before.uordblks + 4 * 1024 * 1024,
 	   "memory did not grow by more than 4 MB (%zu KiB)",
 	   (after.uordblks - before.uordblks) / 1024);
@@ -204,8 +226,154 @@ int main(void)
 	pl_xml_stream_feed(r.stream, auth, strlen(auth));
 	has_str(r.stanzas.data, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>",
 		"and stanzas follow");
-	pl_buf_free(&buffer);
 	stop(&r);
+
+	/* STARTTLS with the reset asked for from the callback: feed stops
+	 * right after <proceed/> and reports where the rest begins. */
+	start(&r);
+	r.reset_on = "proceed";
+	pl_buf_reset(&buffer);
+	pl_buf_puts(&buffer, header);
+	pl_buf_puts(&buffer, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+	size_t garbage_at = buffer.len;
+	pl_buf_puts(&buffer, "GARBAGE<<<");
+	used = pl_xml_stream_feed(r.stream, buffer.data, buffer.len);
+	is_int(used, garbage_at, "a reset from the callback stops feed at GARBAGE");
+	ok(r.errors == 0 && !pl_xml_stream_failed(r.stream), "GARBAGE was not parsed");
+	ok(pl_xml_stream_feed(r.stream, header, strlen(header)) == (ssize_t)strlen(header) &&
+		   r.opens == 2,
+	   "the stream was reset: a new header parses");
+	stop(&r);
+
+	/* SASL success: the new header may share the buffer; feeding the
+	 * remainder after the reset parses it with the new parser. */
+	start(&r);
+	r.reset_on = "success";
+	pl_buf_reset(&buffer);
+	pl_buf_puts(&buffer, header);
+	pl_buf_puts(&buffer, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+	pl_buf_puts(&buffer, header);
+	pl_buf_puts(&buffer, "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+	used = pl_xml_stream_feed(r.stream, buffer.data, buffer.len);
+	ok(used > 0 && (size_t)used < buffer.len && r.opens == 1, "feed stops after <success/>");
+	ok(pl_xml_stream_feed(r.stream, buffer.data + used, buffer.len - (size_t)used) ==
+		   (ssize_t)(buffer.len - (size_t)used),
+	   "the rest is fed to the new parser");
+	is_int(r.opens, 2, "which sees the new stream header");
+	has_str(r.stanzas.data, "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+		"and the stanza after it");
+	stop(&r);
+
+	/* A pause without a reset: the next feed is refused, not misparsed. */
+	start(&r);
+	r.pause_on = "starttls";
+	pl_xml_stream_feed(r.stream, header, strlen(header));
+	const char *starttls = "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><presence/>";
+	is_int(pl_xml_stream_feed(r.stream, starttls, strlen(starttls)), strlen(starttls) - 11,
+	       "pause leaves <presence/> to the caller");
+	ok(pl_xml_stream_feed(r.stream, "<presence/>", 11) == -1 && r.errors == 1,
+	   "feeding again without a reset is an error");
+	stop(&r);
+	pl_buf_free(&buffer);
+
+	/* Keepalives: hours of whitespace never add up to a "stanza". */
+	start(&r);
+	pl_xml_stream_feed(r.stream, header, strlen(header));
+	char spaces[1024];
+	memset(spaces, ' ', sizeof(spaces));
+	for (int i = 0; i < 400; i++)
+		pl_xml_stream_feed(r.stream, spaces, sizeof(spaces));
+	pl_xml_stream_feed(r.stream, "<presence/>", 11);
+	ok(r.errors == 0 && r.elements == 1, "400 KiB of keepalive whitespace is fine");
+	size_t idle = pl_xml_stream_memory(r.stream);
+	ok(idle < 16 * 1024, "an idle stream holds %zu bytes (expat included)", idle);
+	stop(&r);
+
+	/* CDATA, xml:lang on a stanza, and a nested parse from the callback. */
+	start(&r);
+	r.reparse = true;
+	pl_xml_stream_feed(r.stream, header, strlen(header));
+	const char *cdata = "<message xml:lang='fr'><body><![CDATA[a<b & c]]></body></message>";
+	pl_xml_stream_feed(r.stream, cdata, strlen(cdata));
+	is_str(r.stanzas.data, "<message xml:lang='fr'><body>a&lt;b &amp; c</body></message>\n",
+	       "CDATA becomes escaped text; xml:lang keeps its prefix");
+	ok(r.errors == 0, "another document parsed inside the callback comes out the same");
+	stop(&r);
+
+	/* A 100 KiB start tag fed one byte at a time, with '>' inside its
+	 * quotes: linear, not quadratic (expat 2.5 alone takes many seconds). */
+	start(&r);
+	pl_xml_stream_feed(r.stream, header, strlen(header));
+	struct pl_buf tag = { 0 };
+	pl_buf_puts(&tag, "<message id='");
+	for (int i = 0; i < 100 * 1024; i++)
+		pl_buf_append(&tag, i % 997 == 0 ? ">" : "v", 1);
+	pl_buf_puts(&tag, "'><body>hi</body></message>");
+	for (size_t i = 0; i < tag.len; i++)
+		pl_xml_stream_feed(r.stream, tag.data + i, 1);
+	ok(r.elements == 1 && r.errors == 0, "a 100 KiB tag fed bytewise arrives whole");
+	struct pl_buf expected = { 0 };
+	pl_buf_puts(&expected, "<message id='");
+	pl_xml_escape(&expected, tag.data + 13, 100 * 1024);
+	pl_buf_puts(&expected, "'><body>hi</body></message>\n");
+	is_str(r.stanzas.data, expected.data, "with its value and content intact");
+	pl_buf_free(&expected);
+	ok(pl_xml_stream_memory(r.stream) < 32 * 1024,
+	   "afterwards the stream is small again (%zu bytes; expat peaked at %zu)",
+	   pl_xml_stream_memory(r.stream), pl_xml_stream_peak_parser_memory(r.stream));
+	pl_buf_free(&tag);
+	stop(&r);
+
+	/* Thousands of distinct names: expat's tables would grow for the life
+	 * of the stream; the parser is renewed between stanzas instead. */
+	start(&r);
+	pl_xml_stream_feed(r.stream, header, strlen(header));
+	size_t largest = 0;
+	for (int i = 0; i < 20000; i++) {
+		char unique[128];
+		int n = snprintf(unique, sizeof(unique), "<message n%d='1'><e%d xmlns='urn:x'/></message>", i, i);
+		pl_xml_stream_feed(r.stream, unique, (size_t)n);
+		if (pl_xml_stream_memory(r.stream) > largest)
+			largest = pl_xml_stream_memory(r.stream);
+	}
+	ok(r.elements == 20000 && r.errors == 0 && r.opens == 1,
+	   "20000 stanzas with new names all parse, one stream open reported");
+	ok(largest < 128 * 1024, "memory stays bounded (at most %zu bytes)", largest);
+	pl_xml_stream_feed(r.stream, "<presence/>", 11);
+	has_str(r.stanzas.data, "<message n19999='1'><e19999 xmlns='urn:x'/></message>\n<presence/>",
+		"the renewed parser keeps the stream's namespaces");
+	stop(&r);
+
+	/* The ceiling on expat's own memory answers policy-violation. */
+	struct pl_xml_limits tight = pl_xml_default_limits;
+	tight.max_parser_bytes = 48 * 1024;
+	memset(&r, 0, sizeof(r));
+	r.stream = pl_xml_stream_new(&tight, &callbacks, &r);
+	pl_xml_stream_feed(r.stream, header, strlen(header));
+	struct pl_buf wide = { 0 };
+	pl_buf_puts(&wide, "<message");
+	for (int i = 0; i < 100; i++) {
+		pl_buf_printf(&wide, " a%d", i);
+		for (int k = 0; k < 300; k++)
+			pl_buf_puts(&wide, "x");
+		pl_buf_puts(&wide, "='1'");
+	}
+	pl_buf_puts(&wide, "/>");
+	ok(pl_xml_stream_feed(r.stream, wide.data, wide.len) == -1 &&
+		   r.error == PL_XML_POLICY_VIOLATION && r.errors == 1,
+	   "expat past its memory ceiling is a policy-violation");
+	pl_buf_free(&wide);
+	stop(&r);
+
+	/* One stored element back into a tree. */
+	const char *stored_xml = "<query xmlns='jabber:iq:private'><x xmlns='urn:a'>1</x></query>";
+	struct pl_xnode *stored = pl_xml_parse_element(stored_xml, strlen(stored_xml), "jabber:client");
+	ok(stored && strcmp(stored->ns, "jabber:iq:private") == 0 &&
+		   pl_xnode_find(stored, "x", "urn:a"),
+	   "pl_xml_parse_element rebuilds a stored element");
+	pl_xnode_unref(&stored);
+	ok(pl_xml_parse_element("<a/><b/>", 8, "jabber:client") == NULL, "two elements are refused");
+	ok(pl_xml_parse_element("<a>", 3, "jabber:client") == NULL, "an unfinished one too");
 
 	/* Text and attributes keep their characters. */
 	start(&r);
