@@ -1,12 +1,16 @@
 /* JID parsing and normalisation (RFC 7622). The string is split at the
  * first '/' (resource) and then at the first '@' before it (localpart), so
  * "a/b@c" is the domain "a" with resource "b@c". Localparts go through
- * nodeprep and resources through resourceprep (libidn's stringprep, the
- * RFC 3920 profiles that Prosody also applies; RFC 7622's PRECIS classes
- * accept slightly fewer code points and map width, which stringprep
- * approximates). Domains are lowered and mapped with IDNA2008/UTS #46
- * (libidn2) and kept in their Unicode form, so that "EXAMPLE.com" and
- * "example.com" compare equal byte for byte. */
+ * nodeprep and resources through resourceprep: libidn's stringprep, the
+ * RFC 3920 profiles that Prosody also applies, so accounts and rosters
+ * carry over. RFC 7622's PRECIS profiles differ in a few places that the
+ * unit tests pin down (nodeprep folds "ß" to "ss" and "ς" to "σ", and its
+ * NFKC turns "Ⅳ" into "iv" where PRECIS refuses it; symbols such as "♚"
+ * pass in a localpart). Domains are mapped with IDNA2008 and UTS #46
+ * (libidn2, nontransitional, so "ß" stays) and kept as lower-case
+ * U-labels, because RFC 7622 compares domainparts in Unicode form: then
+ * "EXAMPLE.com", "xn--bcher-kva.example" and "Bücher.example" each have one
+ * byte-for-byte normal form that routing tables can hash. */
 #include "jid.h"
 #include "util.h"
 
@@ -18,6 +22,14 @@
 #include <stringprep.h>
 
 #define JID_PART_MAX 1023
+#define DNS_LABEL_MAX 63
+/* Preparation can shrink a part (NFKC, characters mapped to nothing) but
+ * never below a quarter of its UTF-8 length, so anything longer than this
+ * is too long before spending time on it. */
+#define JID_RAW_PART_MAX (4 * JID_PART_MAX)
+/* UTS #46 nontransitional processing keeps "ß" and ZWJ/ZWNJ as IDNA2008
+ * wants, where transitional mode would rewrite "faß.de" to "fass.de". */
+#define IDNA_FLAGS (IDN2_NONTRANSITIONAL | IDN2_NFC_INPUT)
 
 static bool valid_utf8(const char *s, size_t len)
 {
@@ -56,41 +68,82 @@ static bool valid_utf8(const char *s, size_t len)
 	return true;
 }
 
-static char *prep_with_profile(const char *text, const char *profile)
+/* Runs one stringprep profile over a localpart or resource and applies the
+ * length rules to the result. On success *out is a malloc'd string. */
+static enum pl_jid_error prep_with_profile(const char *raw, const char *profile, int flags,
+					   enum pl_jid_error refused, char **out)
 {
-	if (!*text || strlen(text) > JID_PART_MAX * 4)
-		return NULL;
-	char *out = NULL;
-	if (stringprep_profile(text, &out, profile, STRINGPREP_NO_UNASSIGNED) != STRINGPREP_OK) {
-		free(out);
-		return NULL;
+	*out = NULL;
+	size_t len = strlen(raw);
+	if (len == 0)
+		return PL_JID_EMPTY;
+	if (!valid_utf8(raw, len))
+		return PL_JID_BAD_UTF8;
+	if (len > JID_RAW_PART_MAX)
+		return PL_JID_TOO_LONG;
+	char *prepared = NULL;
+	if (stringprep_profile(raw, &prepared, profile, flags) != STRINGPREP_OK) {
+		free(prepared);
+		return refused;
 	}
-	/* libidn allocates with malloc; hand back a pl_ string for one free(). */
-	return out;
+	/* A part made only of characters mapped to nothing (U+00AD, U+200B...)
+	 * is as empty as "@example.com". */
+	enum pl_jid_error error = PL_JID_OK;
+	size_t prepared_len = strlen(prepared);
+	if (prepared_len == 0)
+		error = PL_JID_EMPTY;
+	else if (prepared_len > JID_PART_MAX)
+		error = PL_JID_TOO_LONG;
+	if (error != PL_JID_OK) {
+		free(prepared);
+		return error;
+	}
+	*out = prepared;
+	return PL_JID_OK;
 }
 
-char *pl_jid_prep_local(const char *local)
+/* Localparts name accounts, so unassigned code points (Unicode 3.2 tables)
+ * are refused as RFC 3454 asks for stored strings. */
+static enum pl_jid_error prep_local(const char *raw, char **out)
 {
-	if (!valid_utf8(local, strlen(local)))
-		return NULL;
-	char *out = prep_with_profile(local, "Nodeprep");
-	if (out && (!*out || strlen(out) > JID_PART_MAX)) {
-		free(out);
-		return NULL;
-	}
-	return out;
+	return prep_with_profile(raw, "Nodeprep", STRINGPREP_NO_UNASSIGNED,
+				 PL_JID_BAD_LOCALPART, out);
 }
 
-char *pl_jid_prep_resource(const char *resource)
+/* Resources double as MUC nicknames, where emoji and other characters
+ * newer than Unicode 3.2 are common; refusing them would bounce ordinary
+ * messages, and Prosody (non-strict by default) accepts them. The
+ * prohibited tables (controls, non-characters, bidi rules) still apply. */
+static enum pl_jid_error prep_resource(const char *raw, char **out)
 {
-	if (!valid_utf8(resource, strlen(resource)))
-		return NULL;
-	char *out = prep_with_profile(resource, "Resourceprep");
-	if (out && (!*out || strlen(out) > JID_PART_MAX)) {
-		free(out);
-		return NULL;
+	return prep_with_profile(raw, "Resourceprep", 0, PL_JID_BAD_RESOURCE, out);
+}
+
+/* Host-name labels in ASCII, with the same rules libidn2 applies to the
+ * ASCII labels of a Unicode domain, so both paths agree: letters, digits,
+ * '-' and '_' (used by some internal services), 1..63 bytes, no hyphen at
+ * either end, and no "--" in the third and fourth places: that is reserved
+ * for A-labels, which only libidn2's output may hold (after it checked
+ * them). Expects lower case. */
+static bool valid_ascii_domain(const char *domain, bool a_labels_checked)
+{
+	const char *label = domain;
+	for (const char *p = domain;; p++) {
+		if (*p == '.' || *p == '\0') {
+			size_t len = (size_t)(p - label);
+			if (len == 0 || len > DNS_LABEL_MAX || label[0] == '-' || p[-1] == '-' ||
+			    (len >= 4 && label[2] == '-' && label[3] == '-' &&
+			     !(a_labels_checked && label[0] == 'x' && label[1] == 'n')))
+				return false;
+			if (*p == '\0')
+				return true;
+			label = p + 1;
+			continue;
+		}
+		char c = *p;
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			return false;
 	}
-	return out;
 }
 
 static bool ascii_only(const char *s)
@@ -101,86 +154,150 @@ static bool ascii_only(const char *s)
 	return true;
 }
 
-/* Host names in ASCII: letters, digits, '-', and '_' (seen in the wild
- * for internal services), labels of 1..63 bytes. */
-static bool valid_ascii_domain(const char *d)
+static bool has_a_label(const char *domain)
 {
-	size_t label = 0;
-	for (const char *p = d;; p++) {
-		if (*p == '.' || *p == '\0') {
-			if (label == 0 || label > 63)
-				return false;
-			label = 0;
-			if (*p == '\0')
-				return true;
-			continue;
-		}
-		char c = *p;
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-			return false;
-		label++;
+	const char *label = domain;
+	while (label) {
+		if (strncmp(label, "xn--", 4) == 0)
+			return true;
+		label = strchr(label, '.');
+		if (label)
+			label++;
 	}
+	return false;
+}
+
+/* RFC 7622 3.2 allows an IPv6 literal in brackets or a dotted IPv4
+ * address; both are kept exactly as written. *is_literal tells the caller
+ * not to treat the text as a host name. */
+static enum pl_jid_error prep_ip_literal(const char *raw, size_t len, bool *is_literal, char **out)
+{
+	*is_literal = false;
+	if (raw[0] == '[') {
+		*is_literal = true;
+		char inner[INET6_ADDRSTRLEN + 16];
+		if (len < 3 || raw[len - 1] != ']' || len - 2 >= sizeof(inner))
+			return PL_JID_BAD_DOMAIN;
+		memcpy(inner, raw + 1, len - 2);
+		inner[len - 2] = '\0';
+		struct in6_addr address6;
+		if (inet_pton(AF_INET6, inner, &address6) != 1)
+			return PL_JID_BAD_DOMAIN;
+		*out = pl_strdup(raw);
+		return PL_JID_OK;
+	}
+	struct in_addr address4;
+	if (inet_pton(AF_INET, raw, &address4) == 1) {
+		*is_literal = true;
+		*out = pl_strdup(raw);
+		return PL_JID_OK;
+	}
+	return PL_JID_OK;
+}
+
+/* Unicode domains: UTS #46 mapping (lower case, full-width forms, the
+ * ideographic full stop as a dot) and IDNA2008 validation by libidn2 on
+ * the way to A-labels, then back to U-labels for the stored form. */
+static enum pl_jid_error prep_idn_domain(const char *domain, char **out)
+{
+	char *ascii = NULL;
+	if (idn2_to_ascii_8z(domain, &ascii, IDNA_FLAGS) != IDN2_OK) {
+		free(ascii);
+		return PL_JID_BAD_DOMAIN;
+	}
+	/* A trailing U+3002 (or similar) became a '.' only now. */
+	size_t ascii_len = strlen(ascii);
+	if (ascii_len > 0 && ascii[ascii_len - 1] == '.')
+		ascii[--ascii_len] = '\0';
+	if (ascii_len == 0) {
+		free(ascii);
+		return PL_JID_EMPTY;
+	}
+	if (!valid_ascii_domain(ascii, true)) {
+		free(ascii);
+		return PL_JID_BAD_DOMAIN;
+	}
+	/* libidn2 passes some A-labels through unchecked ("xn--exg" is U+205F,
+	 * a space), so the U-labels must map back to the very same A-labels;
+	 * that also makes the stored form prepare to itself. */
+	char *unicode = NULL, *round_trip = NULL;
+	bool valid = idn2_to_unicode_8z8z(ascii, &unicode, 0) == IDN2_OK &&
+		     idn2_to_ascii_8z(unicode, &round_trip, IDNA_FLAGS) == IDN2_OK &&
+		     strcmp(round_trip, ascii) == 0;
+	free(round_trip);
+	free(ascii);
+	if (!valid) {
+		free(unicode);
+		return PL_JID_BAD_DOMAIN;
+	}
+	if (strlen(unicode) > JID_PART_MAX) {
+		free(unicode);
+		return PL_JID_TOO_LONG;
+	}
+	*out = unicode;
+	return PL_JID_OK;
+}
+
+static enum pl_jid_error prep_domain(const char *raw, char **out)
+{
+	*out = NULL;
+	size_t len = strlen(raw);
+	if (len == 0)
+		return PL_JID_EMPTY;
+	if (!valid_utf8(raw, len))
+		return PL_JID_BAD_UTF8;
+	if (len > JID_RAW_PART_MAX)
+		return PL_JID_TOO_LONG;
+	bool is_literal;
+	enum pl_jid_error error = prep_ip_literal(raw, len, &is_literal, out);
+	if (is_literal)
+		return error;
+
+	char *copy = pl_strdup(raw);
+	/* A fully qualified "example.com." names the same host (RFC 7622 3.2). */
+	if (copy[len - 1] == '.')
+		copy[--len] = '\0';
+	if (len == 0) {
+		free(copy);
+		return PL_JID_EMPTY;
+	}
+	for (char *p = copy; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	/* The common case, plain ASCII host names, needs no libidn2 call. */
+	if (ascii_only(copy) && !has_a_label(copy)) {
+		if (!valid_ascii_domain(copy, false))
+			error = PL_JID_BAD_DOMAIN;
+		else if (len > JID_PART_MAX)
+			error = PL_JID_TOO_LONG;
+		if (error != PL_JID_OK) {
+			free(copy);
+			return error;
+		}
+		*out = copy;
+		return PL_JID_OK;
+	}
+	error = prep_idn_domain(copy, out);
+	free(copy);
+	return error;
+}
+
+char *pl_jid_prep_local(const char *local)
+{
+	char *out;
+	return prep_local(local, &out) == PL_JID_OK ? out : NULL;
+}
+
+char *pl_jid_prep_resource(const char *resource)
+{
+	char *out;
+	return prep_resource(resource, &out) == PL_JID_OK ? out : NULL;
 }
 
 char *pl_jid_prep_domain(const char *domain)
 {
-	size_t len = strlen(domain);
-	if (len == 0 || len > JID_PART_MAX || !valid_utf8(domain, len))
-		return NULL;
-	/* IP literals stay as written (IPv6 in brackets, RFC 7622 3.2). */
-	if (domain[0] == '[') {
-		if (domain[len - 1] != ']' || len < 3 || len > 64)
-			return NULL;
-		char inner[64];
-		memcpy(inner, domain + 1, len - 2);
-		inner[len - 2] = '\0';
-		struct in6_addr a6;
-		return inet_pton(AF_INET6, inner, &a6) == 1 ? pl_strdup(domain) : NULL;
-	}
-	struct in_addr a4;
-	if (inet_pton(AF_INET, domain, &a4) == 1)
-		return pl_strdup(domain);
-
-	char *copy = pl_strdup(domain);
-	/* A fully qualified "example.com." names the same host. */
-	if (len > 1 && copy[len - 1] == '.')
-		copy[--len] = '\0';
-	if (ascii_only(copy) && !strstr(copy, "xn--")) {
-		for (char *p = copy; *p; p++)
-			if (*p >= 'A' && *p <= 'Z')
-				*p = (char)(*p - 'A' + 'a');
-		if (!valid_ascii_domain(copy)) {
-			free(copy);
-			return NULL;
-		}
-		return copy;
-	}
-	char *ascii = NULL, *unicode = NULL;
-	int rc = idn2_to_ascii_8z(copy, &ascii, IDN2_NONTRANSITIONAL | IDN2_NFC_INPUT);
-	free(copy);
-	if (rc != IDN2_OK) {
-		free(ascii);
-		return NULL;
-	}
-	rc = idn2_to_unicode_8z8z(ascii, &unicode, 0);
-	bool ok = rc == IDN2_OK && valid_ascii_domain(ascii) && strlen(unicode) <= JID_PART_MAX;
-	free(ascii);
-	if (!ok) {
-		free(unicode);
-		return NULL;
-	}
-	return unicode;
-}
-
-static enum pl_jid_error classify_part(const char *raw, enum pl_jid_error bad)
-{
-	if (!*raw)
-		return PL_JID_EMPTY;
-	if (!valid_utf8(raw, strlen(raw)))
-		return PL_JID_BAD_UTF8;
-	if (strlen(raw) > JID_PART_MAX)
-		return PL_JID_TOO_LONG;
-	return bad;
+	char *out;
+	return prep_domain(domain, &out) == PL_JID_OK ? out : NULL;
 }
 
 enum pl_jid_error pl_jid_parse(const char *text, struct pl_jid *jid)
@@ -191,7 +308,7 @@ enum pl_jid_error pl_jid_parse(const char *text, struct pl_jid *jid)
 	size_t total = strlen(text);
 	if (!valid_utf8(text, total))
 		return PL_JID_BAD_UTF8;
-	if (total > 3 * JID_PART_MAX + 2)
+	if (total > 3 * JID_RAW_PART_MAX + 2)
 		return PL_JID_TOO_LONG;
 
 	char *work = pl_strdup(text);
@@ -207,26 +324,20 @@ enum pl_jid_error pl_jid_parse(const char *text, struct pl_jid *jid)
 		local_raw = work;
 		domain_raw = at + 1;
 	}
-	enum pl_jid_error error = PL_JID_OK;
 	char *local = NULL, *domain = NULL, *resource = NULL;
-	if ((local_raw && !*local_raw) || !*domain_raw || (resource_raw && !*resource_raw)) {
-		error = PL_JID_EMPTY;
+	/* Parts are checked left to right so the error names the first bad one. */
+	enum pl_jid_error error = PL_JID_OK;
+	if (local_raw)
+		error = prep_local(local_raw, &local);
+	if (error == PL_JID_OK)
+		error = prep_domain(domain_raw, &domain);
+	if (error == PL_JID_OK && resource_raw)
+		error = prep_resource(resource_raw, &resource);
+	if (error != PL_JID_OK)
 		goto out;
-	}
-	if (local_raw && !(local = pl_jid_prep_local(local_raw))) {
-		error = classify_part(local_raw, PL_JID_BAD_LOCALPART);
-		goto out;
-	}
-	if (!(domain = pl_jid_prep_domain(domain_raw))) {
-		error = classify_part(domain_raw, PL_JID_BAD_DOMAIN);
-		goto out;
-	}
-	if (resource_raw && !(resource = pl_jid_prep_resource(resource_raw))) {
-		error = classify_part(resource_raw, PL_JID_BAD_RESOURCE);
-		goto out;
-	}
 
-	/* storage holds "local\0domain\0resource\0"; full and bare are their own strings. */
+	/* storage holds "local\0domain\0resource\0"; full and bare are their
+	 * own strings so callers can hand them around without slicing. */
 	size_t local_len = local ? strlen(local) : 0, domain_len = strlen(domain),
 	       resource_len = resource ? strlen(resource) : 0;
 	jid->storage = pl_malloc(local_len + domain_len + resource_len + 3);
@@ -255,6 +366,8 @@ out:
 
 void pl_jid_free(struct pl_jid *jid)
 {
+	if (!jid)
+		return;
 	free(jid->storage);
 	free(jid->full);
 	free(jid->bare);
@@ -268,7 +381,7 @@ const char *pl_jid_strerror(enum pl_jid_error error)
 	case PL_JID_EMPTY: return "empty JID or empty part";
 	case PL_JID_TOO_LONG: return "a part is longer than 1023 bytes";
 	case PL_JID_BAD_LOCALPART: return "the localpart has forbidden characters";
-	case PL_JID_BAD_DOMAIN: return "the domain is not a valid host name";
+	case PL_JID_BAD_DOMAIN: return "the domain is not a valid host name or IP address";
 	case PL_JID_BAD_RESOURCE: return "the resource has forbidden characters";
 	case PL_JID_BAD_UTF8: return "not valid UTF-8";
 	}
