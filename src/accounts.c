@@ -49,6 +49,11 @@ int pl_accounts_init(struct pl_store *store, uint32_t iterations)
 	return 0;
 }
 
+uint32_t pl_accounts_default_iterations(void)
+{
+	return default_iterations;
+}
+
 /* Deletes still in flight keep their own copies and finish through the
  * store's completions, which pl_store_destroy still delivers. */
 void pl_accounts_shutdown(void)

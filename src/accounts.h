@@ -38,6 +38,9 @@ struct pl_account {
 /* Opens the accounts space. iterations >= PL_SCRAM_MIN_ITERATIONS. */
 int pl_accounts_init(struct pl_store *store, uint32_t iterations);
 void pl_accounts_shutdown(void);
+/* The PBKDF2 iteration count new accounts get (0 before init): SASL shows
+ * it to unknown users so that i= does not tell accounts apart. */
+uint32_t pl_accounts_default_iterations(void);
 
 /* Fresh salt, both derivations. Returns 0 or -EINVAL (bad password). */
 int pl_accounts_make_credentials(const char *password, uint32_t iterations,

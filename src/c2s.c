@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -401,7 +402,10 @@ static void sasl_step(struct c2s *c, struct pl_xnode *element)
 	char *text = pl_xnode_text(element);
 	uint8_t *decoded = NULL;
 	size_t decoded_len = 0;
-	bool empty = strcmp(text, "=") == 0 || text[0] == '\0';
+	/* RFC 6120 6.4.2: no text is "no initial response", "=" is an empty
+	 * one; the mechanism must tell them apart. */
+	bool has_data = text[0] != '\0';
+	bool empty = strcmp(text, "=") == 0 || !has_data;
 	if (!empty && pl_base64_decode(text, strlen(text), &decoded, &decoded_len) != 0) {
 		free(text);
 		sasl_failure(c, "incorrect-encoding", "bad base64");
@@ -411,8 +415,12 @@ static void sasl_step(struct c2s *c, struct pl_xnode *element)
 	struct pl_buf out = { 0 };
 	enum pl_sasl_condition condition;
 	const char *reason = NULL;
-	enum pl_sasl_result result = pl_sasl_step(c->sasl, decoded ? decoded : (const uint8_t *)"",
-						  decoded_len, &out, &condition, &reason);
+	enum pl_sasl_result result =
+		pl_sasl_step_data(c->sasl, decoded ? decoded : (const uint8_t *)"", decoded_len,
+				  has_data, &out, &condition, &reason);
+	/* PLAIN carries the password in clear: do not leave it in freed heap. */
+	if (decoded)
+		OPENSSL_cleanse(decoded, decoded_len);
 	free(decoded);
 	if (result == PL_SASL_CONTINUE) {
 		send_sasl(c, "challenge", &out);
@@ -460,7 +468,8 @@ static void handle_auth(struct c2s *c, struct pl_xnode *element)
 	}
 	struct pl_sasl_options options = { .domain = c->host->name,
 					   .plus_offered = c->plus_offered,
-					   .binding_type = binding_type(c) };
+					   .binding_type = binding_type(c),
+					   .iterations = pl_accounts_default_iterations() };
 	c->sasl = mechanism ? pl_sasl_new(mechanism, &sasl_callbacks, c, &options) : NULL;
 	if (!c->sasl || (strstr(mechanism, "-PLUS") && !c->plus_offered)) {
 		pl_sasl_free(c->sasl);
