@@ -4,6 +4,7 @@
 #include "ctl/protocol.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,42 +47,47 @@ int pl_ctl_split(const char *line, size_t len, char ***out)
 	char **fields = NULL;
 	size_t count = 0, cap = 0;
 	size_t i = 0;
+	*out = NULL;
 	while (i < len) {
 		if (line[i] == ' ') {
 			i++;
 			continue;
 		}
+		size_t end = i;
+		while (end < len && line[end] != ' ')
+			end++;
 		struct pl_buf field = { 0 };
 		pl_buf_append(&field, "", 0);
-		while (i < len && line[i] != ' ') {
-			char c = line[i];
+		/* "%%" is the whole token of an empty field, never part of one:
+		 * the encoder writes '%' itself as "%25". */
+		bool empty_marker = end - i == 2 && line[i] == '%' && line[i + 1] == '%';
+		for (size_t j = i; j < end && !empty_marker;) {
+			char c = line[j];
 			if (c == '%') {
-				if (i + 1 < len && line[i + 1] == '%') {
-					/* "%%": the empty field marker. */
-					i += 2;
-					continue;
-				}
-				int high = i + 2 < len ? hex_value(line[i + 1]) : -1;
-				int low = i + 2 < len ? hex_value(line[i + 2]) : -1;
-				if (high < 0 || low < 0 || (high == 0 && low == 0)) {
-					pl_buf_free(&field);
-					pl_ctl_free_fields(fields, (int)count);
-					return -EINVAL;
-				}
+				bool complete = j + 2 < end;
+				int high = complete ? hex_value(line[j + 1]) : -1;
+				int low = complete ? hex_value(line[j + 2]) : -1;
+				/* An encoded NUL would cut the field short in C. */
+				if (high < 0 || low < 0 || (high == 0 && low == 0))
+					goto malformed;
 				char decoded = (char)(high * 16 + low);
 				pl_buf_append(&field, &decoded, 1);
-				i += 3;
+				j += 3;
 			} else if (c == '\0' || c == '\n' || c == '\r') {
-				pl_buf_free(&field);
-				pl_ctl_free_fields(fields, (int)count);
-				return -EINVAL;
+				goto malformed;
 			} else {
 				pl_buf_append(&field, &c, 1);
-				i++;
+				j++;
 			}
 		}
 		pl_grow((void **)&fields, &cap, count + 1, sizeof(*fields));
 		fields[count++] = pl_buf_take(&field);
+		i = end;
+		continue;
+malformed:
+		pl_buf_free(&field);
+		pl_ctl_free_fields(fields, (int)count);
+		return -EINVAL;
 	}
 	*out = fields;
 	return (int)count;
