@@ -97,6 +97,21 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 	return text;
 }
 
+char *ph_config_with_attributes(const char *config, const char *element,
+				const char *attributes)
+{
+	char tag[64];
+	snprintf(tag, sizeof(tag), "<%s ", element);
+	const char *at = strstr(config, tag);
+	if (!at)
+		return strdup(config);
+	size_t prefix = (size_t)(at - config) + strlen(tag);
+	size_t size = strlen(config) + strlen(attributes) + 2;
+	char *patched = malloc(size);
+	snprintf(patched, size, "%.*s%s %s", (int)prefix, config, attributes, config + prefix);
+	return patched;
+}
+
 int ph_server_write_config(struct ph_server *s, const char *xml)
 {
 	FILE *f = fopen(s->config_path, "w");

@@ -33,6 +33,11 @@ int ph_server_write_config(struct ph_server *s, const char *xml);
 char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 			 const char *extra_xml);
 
+/* A copy of `config` (caller frees) with `attributes` inserted into the
+ * first <element ...> start tag, e.g. ("c2s", "ping-idle=\"1s\""). */
+char *ph_config_with_attributes(const char *config, const char *element,
+				const char *attributes);
+
 /* Starts parleyd -c config (plus extra argv, NULL-terminated, may be NULL)
  * and waits up to 10 s for the control socket to answer. Returns 0, or -1
  * if the daemon exited or never answered (its log is printed as diag). */
