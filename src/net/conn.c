@@ -27,6 +27,7 @@ struct pl_conn {
 	struct event_base *base;
 	struct bufferevent *bev;            /* owned; frees the SSL when TLS */
 	struct ev_token_bucket_cfg *bucket; /* owned, NULL without a read limit */
+	struct event *resume_timer;         /* owned, made on the first pause */
 	const struct pl_conn_callbacks *callbacks;
 	void *userdata;
 	evutil_socket_t fd;
@@ -37,6 +38,7 @@ struct pl_conn {
 	bool lingering;    /* output sent and write side shut: discarding input */
 	bool in_callback;  /* on_data running: defer a free asked from inside */
 	bool free_deferred;
+	bool read_paused;  /* pl_conn_pause_reading: input stays in the kernel */
 	char address[INET6_ADDRSTRLEN];
 	bool loopback;
 };
@@ -63,7 +65,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 		evbuffer_drain(input, evbuffer_get_length(input));
 		return;
 	}
-	while (!conn->closing && !conn->free_deferred && !conn->tls_pending) {
+	while (!conn->closing && !conn->free_deferred && !conn->tls_pending &&
+	       !conn->read_paused) {
 		size_t len = evbuffer_get_length(input);
 		if (len == 0)
 			break;
@@ -286,6 +289,8 @@ void pl_conn_free(struct pl_conn *conn)
 			SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN);
 	}
 	bufferevent_free(conn->bev);
+	if (conn->resume_timer)
+		event_free(conn->resume_timer);
 	if (conn->bucket)
 		ev_token_bucket_cfg_free(conn->bucket);
 	free(conn);
@@ -312,6 +317,31 @@ int pl_conn_set_read_limit(struct pl_conn *conn, size_t bytes_per_second, size_t
 	if (!conn->bucket)
 		return -ENOMEM;
 	return bufferevent_set_rate_limit(conn->bev, conn->bucket) == 0 ? 0 : -EINVAL;
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct pl_conn *conn = arg;
+	conn->read_paused = false;
+	if (conn->closing)
+		return;
+	bufferevent_enable(conn->bev, EV_READ);
+	/* Input read before the pause is still buffered: hand it over now
+	 * rather than waiting for the peer to send more. */
+	if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
+		bufferevent_trigger(conn->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void pl_conn_pause_reading(struct pl_conn *conn, int64_t milliseconds)
+{
+	if (conn->closing || milliseconds <= 0)
+		return;
+	if (!conn->resume_timer)
+		conn->resume_timer = evtimer_new(conn->base, on_resume, conn);
+	conn->read_paused = true;
+	bufferevent_disable(conn->bev, EV_READ);
+	struct timeval tv = { milliseconds / 1000, (milliseconds % 1000) * 1000 };
+	evtimer_add(conn->resume_timer, &tv);
 }
 
 const char *pl_conn_peer_address(const struct pl_conn *conn)

@@ -56,6 +56,10 @@ void pl_conn_free(struct pl_conn *conn);
 void pl_conn_set_idle_timeout(struct pl_conn *conn, int64_t milliseconds);
 /* Token bucket on reads: bytes per second with a burst; 0 removes it. */
 int pl_conn_set_read_limit(struct pl_conn *conn, size_t bytes_per_second, size_t burst);
+/* Stops reading for a while (input waits in the kernel, and what was
+ * already read stays buffered until then); a later call restarts the
+ * wait. For limits counted above the byte level, e.g. stanzas/s. */
+void pl_conn_pause_reading(struct pl_conn *conn, int64_t milliseconds);
 /* "203.0.113.5" / "::1", for logs and per-address limits. */
 const char *pl_conn_peer_address(const struct pl_conn *conn);
 bool pl_conn_peer_is_loopback(const struct pl_conn *conn);
