@@ -3,7 +3,11 @@
  * logging in (inside TLS unless the stream is allowed plaintext), at most
  * `per-address-per-hour` times from one address. Logged-in users may
  * change their password. Accounts are created through accounts.c, so
- * only SCRAM keys are stored, and the answer comes after the commit. */
+ * only SCRAM keys are stored, and the answer comes after the commit.
+ * A logged-in user may also cancel the registration (XEP-0077 3.2): the
+ * account and all its data are deleted, the IQ is answered once that is
+ * durable, and then every session of the account ends with
+ * <not-authorized/> (c2s does that on "user-deleted"). */
 #include "accounts.h"
 #include "c2s.h"
 #include "iq_storage.h"
@@ -168,6 +172,68 @@ static int on_unauthenticated(struct pl_event *event, void *userdata)
 	return result;
 }
 
+/* Removals in flight: answered from the "user-deleted" hook, which runs
+ * (before c2s closes the account's streams) once the deletion is durable. */
+struct removal {
+	char *bare_jid;
+	struct pl_xnode *iq;    /* owned copy */
+	bool answered;
+	struct removal *next;
+};
+static struct removal *removals;
+
+static int on_user_deleted(struct pl_event *event, void *userdata)
+{
+	const char *bare = event->data;
+	for (struct removal *r = removals; r; r = r->next) {
+		if (!r->answered && strcmp(r->bare_jid, bare) == 0) {
+			struct pl_xnode *reply = pl_iq_result(r->iq);
+			pl_xnode_set_attr(reply, "from", NULL);
+			pl_route(reply, NULL);
+			pl_xnode_unref(&reply);
+			r->answered = true;
+		}
+	}
+	return PL_CONTINUE;
+}
+
+static void on_removed(void *arg, int status)
+{
+	struct removal *r = arg;
+	if (status == 0)
+		pl_module_log(self, 2, "%s cancelled their registration", r->bare_jid);
+	else if (!r->answered)
+		pl_route_error(r->iq, PL_ERR_INTERNAL_SERVER_ERROR, "the account could not be deleted");
+	for (struct removal **link = &removals; *link; link = &(*link)->next) {
+		if (*link == r) {
+			*link = r->next;
+			break;
+		}
+	}
+	pl_xnode_unref(&r->iq);
+	free(r->bare_jid);
+	free(r);
+}
+
+static int remove_account(struct pl_iq_event *iq)
+{
+	struct removal *r = pl_calloc(1, sizeof(*r));
+	r->bare_jid = pl_strdup(iq->session->bare_jid);
+	r->iq = pl_xnode_copy(iq->stanza);
+	r->next = removals;
+	removals = r;
+	int rc = pl_accounts_delete(r->bare_jid, on_removed, r);
+	if (rc != 0) {
+		removals = r->next;
+		pl_xnode_unref(&r->iq);
+		free(r->bare_jid);
+		free(r);
+		/* -ENOENT: a deletion of this account is already under way. */
+		return PL_HOOK_ERROR(rc == -ENOENT ? PL_ERR_CONFLICT : PL_ERR_INTERNAL_SERVER_ERROR);
+	}
+	return PL_HANDLED;
+}
+
 /* A logged-in user: the form says they are registered; a set with a new
  * password changes it (XEP-0077 3.3). */
 static int on_authenticated(struct pl_event *event, void *userdata)
@@ -189,7 +255,7 @@ static int on_authenticated(struct pl_event *event, void *userdata)
 		char *password = query ? child_text(query, "password") : NULL;
 		char *local = username ? pl_jid_prep_local(username) : NULL;
 		if (query && pl_xnode_find(query, "remove", NS_REGISTER))
-			result = PL_HOOK_ERROR(PL_ERR_FEATURE_NOT_IMPLEMENTED);
+			result = remove_account(iq);
 		else if (!password || !local || strcmp(local, user) != 0)
 			result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
 		else {
@@ -225,6 +291,8 @@ static int register_load(struct pl_module *m, const void *conf_ptr, char **error
 		pl_hook(m, "stream-feature/register", feature_marker, NULL, 0);
 	pl_hook(m, "iq/get/" NS_REGISTER, on_authenticated, NULL, 0);
 	pl_hook(m, "iq/set/" NS_REGISTER, on_authenticated, NULL, 0);
+	/* Above c2s's handler, which ends the account's streams. */
+	pl_hook(m, "user-deleted", on_user_deleted, NULL, 100);
 	pl_module_log(m, 2, "in-band registration is %s", conf.open ? "open" : "closed");
 	return 0;
 }

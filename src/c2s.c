@@ -49,6 +49,8 @@ struct c2s_conf {
 	int64_t ping_idle_ms;
 	int64_t ping_timeout_ms;
 	uint64_t max_bytes_per_second;
+	int64_t max_stanzas_per_second;
+	int64_t stanza_burst;
 };
 
 static const struct pl_option c2s_options[] = {
@@ -75,6 +77,12 @@ static const struct pl_option c2s_options[] = {
 	{ "max-bytes-per-second", PL_OPT_SIZE, "128KiB", 0, 1 << 30, NULL,
 	  offsetof(struct c2s_conf, max_bytes_per_second),
 	  "read rate of one client connection (0: unlimited); files go over HTTP upload" },
+	{ "max-stanzas-per-second", PL_OPT_INT, "100", 0, 1000000, NULL,
+	  offsetof(struct c2s_conf, max_stanzas_per_second),
+	  "stanzas one session may send per second on average (0: unlimited)" },
+	{ "stanza-burst", PL_OPT_INT, "400", 1, 10000000, NULL,
+	  offsetof(struct c2s_conf, stanza_burst),
+	  "stanzas a quiet session may send at once above that rate" },
 	{ "ping-idle", PL_OPT_DURATION, "5m", 1000, 86400000, NULL,
 	  offsetof(struct c2s_conf, ping_idle_ms), "ping a client silent for this long" },
 	{ "ping-timeout", PL_OPT_DURATION, "1m", 1000, 3600000, NULL,
@@ -103,6 +111,11 @@ struct c2s {
 	struct event *delayed_failure;  /* pending back-off timer, owned */
 	int64_t last_heard_ms;          /* when the client last sent anything */
 	int64_t pinged_ms;              /* when we pinged it, 0 when not waiting */
+	/* Stanza token bucket: refilled at max-stanzas-per-second up to
+	 * stanza-burst; below zero, reading pauses until it is paid back. */
+	double stanza_tokens;
+	int64_t tokens_at_ms;
+	int64_t throttle_logged_ms;
 	/* Who got directed presence (RFC 6121 4.6): they get our unavailable
 	 * presence when the session ends. Owned strings; bounded. */
 	char **directed;
@@ -217,10 +230,38 @@ static void free_stream(struct c2s *c)
 	unlink_stream(c);
 	pl_xml_stream_free(c->parser);
 	pl_sasl_free(c->sasl);
+	pl_xnode_unref(&c->session.presence);
 	free(c->session.full_jid);
 	free(c->session.bare_jid);
 	free(c->username);
 	free(c);
+}
+
+static void session_deliver(struct pl_session *s, const struct pl_xnode *stanza);
+
+/* Broadcast presence (RFC 6121 4.2-4.5) once the session's state has
+ * been updated: modules send it to contacts, then the user's other
+ * available resources get it here. */
+static void broadcast_presence(struct c2s *c, struct pl_xnode *presence, bool initial)
+{
+	struct pl_presence_event event = { presence, &c->session, NULL, initial };
+	pl_hooks_fire("presence/broadcast", &event);
+	pl_xnode_set_attr(presence, "to", NULL);
+	for (struct pl_session *s = pl_router_sessions_of(c->session.bare_jid); s;
+	     s = s->next_of_user) {
+		if (s == &c->session || !s->available)
+			continue;
+		pl_xnode_set_attr(presence, "to", s->full_jid);
+		s->deliver(s, presence);
+		/* A new resource learns about the others (as contacts do
+		 * through probes). */
+		if (initial && s->presence) {
+			pl_xnode_set_attr(s->presence, "to", c->session.full_jid);
+			session_deliver(&c->session, s->presence);
+			pl_xnode_set_attr(s->presence, "to", NULL);
+		}
+	}
+	pl_xnode_set_attr(presence, "to", NULL);
 }
 
 static void broadcast_unavailable(struct c2s *c)
@@ -228,16 +269,11 @@ static void broadcast_unavailable(struct c2s *c)
 	if (!c->bound || !c->session.available)
 		return;
 	c->session.available = false;
+	pl_xnode_unref(&c->session.presence);
 	struct pl_xnode *presence = pl_xnode_new("presence", PL_NS_CLIENT);
 	pl_xnode_set_attr(presence, "type", "unavailable");
 	pl_xnode_set_attr(presence, "from", c->session.full_jid);
-	for (struct pl_session *s = pl_router_sessions_of(c->session.bare_jid); s;
-	     s = s->next_of_user) {
-		if (s == &c->session || !s->available)
-			continue;
-		pl_xnode_set_attr(presence, "to", s->full_jid);
-		s->deliver(s, presence);
-	}
+	broadcast_presence(c, presence, false);
 	for (size_t i = 0; i < c->directed_count; i++) {
 		pl_xnode_set_attr(presence, "to", c->directed[i]);
 		pl_route(presence, &c->session);
@@ -640,6 +676,8 @@ static void handle_bind(struct c2s *c, struct pl_xnode *iq, struct pl_xnode *bin
 	pl_router_bind(&c->session);
 	c->bound = true;
 	c->last_heard_ms = pl_now_ms();
+	c->stanza_tokens = (double)conf.stanza_burst;
+	c->tokens_at_ms = c->last_heard_ms;
 	c->state = BOUND;
 	struct pl_buf out = { 0 };
 	const char *id = pl_xnode_attr(iq, "id");
@@ -664,15 +702,23 @@ static void handle_presence(struct c2s *c, struct pl_xnode *presence)
 	if (to) {
 		/* Directed presence: remembered so that the recipient learns when
 		 * we go offline (RFC 6121 4.6.3). */
-		if (!type)
+		if (!type) {
 			remember_directed(c, to);
-		else if (strcmp(type, "unavailable") == 0)
+		} else if (strcmp(type, "unavailable") == 0) {
 			forget_directed(c, to);
+		} else if (strcmp(type, "subscribe") == 0 || strcmp(type, "subscribed") == 0 ||
+			   strcmp(type, "unsubscribe") == 0 || strcmp(type, "unsubscribed") == 0) {
+			struct pl_presence_event event = { presence, &c->session, NULL, false };
+			if (pl_hooks_fire("presence/out", &event) == PL_HANDLED)
+				return;
+		} else if (strcmp(type, "probe") == 0) {
+			/* RFC 6121 4.3: probes are the server's business. */
+			return;
+		}
 		pl_route(presence, &c->session);
 		return;
 	}
-	/* Broadcast presence (RFC 6121 4.2-4.5): the user's other resources
-	 * now; contacts once rosters exist. */
+	bool initial = false;
 	if (!type) {
 		struct pl_xnode *priority = pl_xnode_find(presence, "priority", NULL);
 		int value = 0;
@@ -684,27 +730,43 @@ static void handle_presence(struct c2s *c, struct pl_xnode *presence)
 				value = 0;
 		}
 		c->session.priority = value;
+		initial = !c->session.available;
 		c->session.available = true;
+		pl_xnode_unref(&c->session.presence);
+		c->session.presence = pl_xnode_copy(presence);
 	} else if (strcmp(type, "unavailable") == 0) {
+		if (!c->session.available)
+			return;
 		c->session.available = false;
+		pl_xnode_unref(&c->session.presence);
 	} else {
+		/* error, or probe without 'to': nothing to broadcast. */
 		return;
 	}
-	for (struct pl_session *s = pl_router_sessions_of(c->session.bare_jid); s;
-	     s = s->next_of_user) {
-		if (s == &c->session)
-			continue;
-		pl_xnode_set_attr(presence, "to", s->full_jid);
-		s->deliver(s, presence);
-	}
-	pl_xnode_set_attr(presence, "to", NULL);
+	broadcast_presence(c, presence, initial);
 	/* The sender gets its own presence back (RFC 6121 4.2.2). */
 	pl_xnode_set_attr(presence, "to", c->session.full_jid);
 	write_node(c, presence);
 }
 
+/* One stanza costs one token; the debt is paid by pausing the socket in
+ * on_data, so a flooding client slows itself and nobody else. */
+static void take_stanza_token(struct c2s *c)
+{
+	if (conf.max_stanzas_per_second <= 0)
+		return;
+	int64_t now = pl_now_ms();
+	c->stanza_tokens += (double)(now - c->tokens_at_ms) * (double)conf.max_stanzas_per_second /
+			    1000.0;
+	if (c->stanza_tokens > (double)conf.stanza_burst)
+		c->stanza_tokens = (double)conf.stanza_burst;
+	c->tokens_at_ms = now;
+	c->stanza_tokens -= 1.0;
+}
+
 static void handle_stanza(struct c2s *c, struct pl_xnode *stanza)
 {
+	take_stanza_token(c);
 	if (!stanza->ns || strcmp(stanza->ns, PL_NS_CLIENT) != 0 ||
 	    (strcmp(stanza->name, "message") != 0 && strcmp(stanza->name, "presence") != 0 &&
 	     strcmp(stanza->name, "iq") != 0)) {
@@ -877,6 +939,20 @@ static size_t on_data(struct pl_conn *conn, const char *data, size_t len, void *
 			pl_conn_set_idle_timeout(c->conn, 0);
 		return (size_t)used;
 	}
+	if (c->state == BOUND && c->stanza_tokens < 0) {
+		int64_t wait_ms = (int64_t)(-c->stanza_tokens * 1000.0 /
+					    (double)conf.max_stanzas_per_second) + 1;
+		int64_t now = pl_now_ms();
+		if (now - c->throttle_logged_ms >= 60000) {
+			c->throttle_logged_ms = now;
+			pl_log_session(PL_LOG_INFO, "c2s", c->log_id,
+				       "%s: %s sends more than %lld stanzas/s; reading paused "
+				       "(logged once a minute)",
+				       pl_conn_peer_address(c->conn), c->session.full_jid,
+				       (long long)conf.max_stanzas_per_second);
+		}
+		pl_conn_pause_reading(c->conn, wait_ms);
+	}
 	return len;
 }
 
@@ -953,6 +1029,22 @@ static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* An account was deleted (parleyctl deluser, XEP-0077 cancellation):
+ * its streams end, since nothing they do could be stored any more. */
+static int on_user_deleted(struct pl_event *event, void *userdata)
+{
+	const char *bare = event->data;
+	size_t at = strcspn(bare, "@");
+	for (struct c2s *c = streams; c; c = c->next) {
+		if (!c->authenticated || !c->username || !c->host || c->state == CLOSING)
+			continue;
+		if (strlen(c->username) == at && strncmp(c->username, bare, at) == 0 &&
+		    strcmp(c->host->name, bare + at + (bare[at] ? 1 : 0)) == 0)
+			stream_error(c, "not-authorized", "the account was deleted");
+	}
+	return PL_CONTINUE;
+}
+
 int pl_c2s_start(struct event_base *base, const struct pl_config *config, char **error)
 {
 	loop = base;
@@ -964,6 +1056,7 @@ int pl_c2s_start(struct event_base *base, const struct pl_config *config, char *
 	limits.max_stanza_bytes = conf.max_stanza_size;
 	int64_t tick = (conf.ping_idle_ms < conf.ping_timeout_ms ? conf.ping_idle_ms
 								 : conf.ping_timeout_ms) / 4;
+	pl_hook(NULL, "user-deleted", on_user_deleted, NULL, 0);
 	keepalive_timer = event_new(base, -1, EV_PERSIST, on_keepalive, NULL);
 	struct timeval every = { tick / 1000, (tick % 1000) * 1000 };
 	event_add(keepalive_timer, &every);

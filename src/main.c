@@ -129,12 +129,15 @@ static void shut_down(struct event **signals, size_t signal_count)
 	signal(SIGINT, SIG_IGN);
 	pl_ctl_server_stop();
 	pl_c2s_stop();
-	pl_modules_unload_all();
 	pl_accounts_shutdown();
+	/* The store before the modules: writes still in flight end with a
+	 * completion (and hooks) that may run module code. A module's unload
+	 * must therefore not write to the store. */
 	if (pl_server.store) {
 		pl_store_destroy(pl_server.store);
 		pl_server.store = NULL;
 	}
+	pl_modules_unload_all();
 	pl_server_free_hosts();
 	pl_router_shutdown();
 	pl_hooks_shutdown();

@@ -175,6 +175,7 @@ void pl_router_unbind(struct pl_session *session)
 	if (!u->sessions)
 		drop_user(u);
 	pl_server.session_count = session_total;
+	pl_hooks_fire("session/unbound", session);
 }
 
 struct pl_xnode *pl_iq_result(const struct pl_xnode *iq)
@@ -288,6 +289,14 @@ static void message_to_bare(struct pl_xnode *stanza, const char *bare)
 	}
 }
 
+static bool subscription_or_probe(const struct pl_xnode *presence)
+{
+	const char *type = pl_xnode_attr(presence, "type");
+	return type && (strcmp(type, "subscribe") == 0 || strcmp(type, "subscribed") == 0 ||
+			strcmp(type, "unsubscribe") == 0 || strcmp(type, "unsubscribed") == 0 ||
+			strcmp(type, "probe") == 0);
+}
+
 void pl_route(struct pl_xnode *stanza, struct pl_session *origin)
 {
 	const char *to = pl_xnode_attr(stanza, "to");
@@ -309,6 +318,13 @@ void pl_route(struct pl_xnode *stanza, struct pl_session *origin)
 		else if (!is_iq && strcmp(stanza->name, "presence") != 0)
 			pl_route_error(stanza, PL_ERR_SERVICE_UNAVAILABLE, NULL);
 		goto out;
+	}
+	if (!is_iq && !is_message && subscription_or_probe(stanza)) {
+		/* RFC 6121 3 and 4.3: these concern the account, whichever
+		 * resource they name. */
+		struct pl_presence_event event = { stanza, origin, jid.bare, false };
+		if (pl_hooks_fire("presence/in", &event) == PL_HANDLED)
+			goto out;
 	}
 	if (jid.resource) {
 		struct pl_session *target = pl_router_find(jid.full);

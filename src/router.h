@@ -23,12 +23,35 @@ struct pl_session {
 	const char *host;        /* the host's name (owned by pl_server) */
 	int priority;            /* of the last available presence */
 	bool available;          /* sent initial presence, not yet unavailable */
+	/* The last broadcast available presence (without 'to'), answered to
+	 * probes; owned reference, NULL while unavailable. */
+	struct pl_xnode *presence;
+	/* Asked for the roster: an "interested resource" that gets roster
+	 * pushes (RFC 6121 2.1.6). */
+	bool roster_requested;
 	/* Writes the stanza to the client (borrowed: serialize, don't keep). */
 	void (*deliver)(struct pl_session *session, const struct pl_xnode *stanza);
 	/* Another login took this resource: end this stream with <conflict/>;
 	 * it must call pl_router_unbind. */
 	void (*replaced)(struct pl_session *session);
 	struct pl_session *next_of_user; /* router's list; not for the owner */
+};
+
+/* Presence events. "presence/broadcast": a session sent presence without
+ * 'to' (or ended: an implicit unavailable), its state is already updated,
+ * `initial` says it was unavailable before; handlers send it to contacts
+ * and return PL_CONTINUE (c2s itself then serves the user's own
+ * resources). "presence/out": a session sends a subscription presence
+ * (subscribe, subscribed, unsubscribe, unsubscribed) with 'to' stamped
+ * with its full JID. "presence/in": the router has a subscription
+ * presence or a probe for a local user (`to` is that user's bare JID).
+ * For out and in, PL_HANDLED means the handler took care of routing;
+ * otherwise the stanza goes on as the RFC's plain routing says. */
+struct pl_presence_event {
+	struct pl_xnode *stanza;        /* borrowed */
+	struct pl_session *session;     /* the local sender, or NULL */
+	const char *to;                 /* presence/in: the local bare JID */
+	bool initial;
 };
 
 /* What iq hooks receive as event data. */
@@ -42,6 +65,8 @@ void pl_router_shutdown(void);
 /* Adds a bound resource; an existing session on the same full JID is
  * replaced first. */
 void pl_router_bind(struct pl_session *session);
+/* Removes it and fires "session/unbound" (data: the session, no longer in
+ * the table) so that modules can drop per-user state. */
 void pl_router_unbind(struct pl_session *session);
 struct pl_session *pl_router_find(const char *full_jid);
 /* Every session of a bare JID (linked through next_of_user). */

@@ -161,7 +161,49 @@ int main(void)
 	   "an <auth/> after success (before the restart) is not accepted");
 	raw_client_free(c);
 
-	ph_server_stop(&s);
+	/* XEP-0077 3.2: a user cancels the registration from one session;
+	 * the answer comes once it is durable, then every session ends. */
+	const char *add_erin[] = { "adduser", "erin@localhost", NULL };
+	ph_ctl(&s, add_erin, "erin-secret\n", NULL, NULL);
+	struct raw_client *erin_a = raw_client_new_session(s.c2s_tls_port, "erin", "erin-secret", "a");
+	struct raw_client *erin_b = raw_client_new_session(s.c2s_tls_port, "erin", "erin-secret", "b");
+	if (ok(erin_a && erin_b, "erin logs in twice")) {
+		raw_client_send(erin_a, "<iq type='set' id='unreg'><query xmlns='jabber:iq:register'>"
+					"<remove/></query></iq>");
+		answer = raw_client_wait(erin_a, "unreg", 5000);
+		has_str(answer, "type='result'", "the removal is answered with a result");
+		free(answer);
+		answer = raw_client_wait(erin_a, "<stream:error", 5000);
+		has_str(answer, "<not-authorized", "then that stream ends with not-authorized");
+		free(answer);
+		answer = raw_client_wait(erin_b, "<stream:error", 5000);
+		has_str(answer, "<not-authorized", "and so does erin's other session");
+		free(answer);
+	}
+	raw_client_free(erin_a);
+	raw_client_free(erin_b);
+	check_plain(&s, NULL, "erin", "erin-secret", "<not-authorized",
+		    "the removed account cannot log in");
+	const char *list_users[] = { "users", NULL };
+	char *listed = NULL;
+	ph_ctl(&s, list_users, NULL, &listed, NULL);
+	ok(listed && !strstr(listed, "erin@") && strstr(listed, "alice@"),
+	   "and is gone from the user list");
+	free(listed);
+
+	/* parleyctl deluser ends the sessions of the deleted account too. */
+	const char *add_frank[] = { "adduser", "frank@localhost", NULL };
+	ph_ctl(&s, add_frank, "frank-secret\n", NULL, NULL);
+	struct raw_client *frank =
+		raw_client_new_session(s.c2s_tls_port, "frank", "frank-secret", "f");
+	const char *delete_frank[] = { "deluser", "frank@localhost", NULL };
+	ph_ctl(&s, delete_frank, NULL, NULL, NULL);
+	answer = frank ? raw_client_wait(frank, "<stream:error", 5000) : NULL;
+	has_str(answer, "<not-authorized", "parleyctl deluser ends the user's session");
+	free(answer);
+	raw_client_free(frank);
+
+	is_int(ph_server_stop(&s), 0, "the server stops cleanly");
 	ph_server_cleanup(&s);
 	free(config);
 
