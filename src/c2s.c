@@ -551,9 +551,12 @@ static void send_features(struct c2s *c)
 		if (pl_hooks_has("stream-feature/register"))
 			pl_buf_puts(&out, "<register xmlns='http://jabber.org/features/iq-register'/>");
 	}
-	if (c->authenticated)
+	if (c->authenticated) {
 		pl_buf_puts(&out, "<bind xmlns='" NS_BIND "'/>"
 				  "<session xmlns='" NS_SESSION "'><optional/></session>");
+		/* Modules add theirs (roster versioning, pre-approval...). */
+		pl_hooks_fire("stream-features/bind", &out);
+	}
 	pl_buf_puts(&out, "</stream:features>");
 	pl_conn_write(c->conn, out.data, out.len);
 	pl_buf_free(&out);

@@ -82,6 +82,7 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 		"    <module name=\"ping\"/>\n"
 		"    <module name=\"private\"/>\n"
 		"    <module name=\"register\" open=\"true\" per-address-per-hour=\"3\"/>\n"
+		"    <module name=\"roster\"/>\n"
 		"    <module name=\"time\"/>\n"
 		"    <module name=\"vcard\"/>\n"
 		"    <module name=\"version\"/>\n"
@@ -100,15 +101,15 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 char *ph_config_with_attributes(const char *config, const char *element,
 				const char *attributes)
 {
-	char tag[64];
-	snprintf(tag, sizeof(tag), "<%s ", element);
+	char tag[128];
+	snprintf(tag, sizeof(tag), "<%s", element);
 	const char *at = strstr(config, tag);
 	if (!at)
 		return strdup(config);
 	size_t prefix = (size_t)(at - config) + strlen(tag);
 	size_t size = strlen(config) + strlen(attributes) + 2;
 	char *patched = malloc(size);
-	snprintf(patched, size, "%.*s%s %s", (int)prefix, config, attributes, config + prefix);
+	snprintf(patched, size, "%.*s %s%s", (int)prefix, config, attributes, config + prefix);
 	return patched;
 }
 

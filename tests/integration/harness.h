@@ -34,7 +34,8 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 			 const char *extra_xml);
 
 /* A copy of `config` (caller frees) with `attributes` inserted into the
- * first <element ...> start tag, e.g. ("c2s", "ping-idle=\"1s\""). */
+ * first start tag that begins with "<element", e.g. ("c2s",
+ * "ping-idle=\"1s\"") or ("module name=\"roster\"", "max-items=\"5\""). */
 char *ph_config_with_attributes(const char *config, const char *element,
 				const char *attributes);
 
