@@ -787,9 +787,11 @@ static int on_presence_broadcast(struct pl_event *event, void *userdata)
 			     s = s->next_of_user) {
 				if (!s->available || !s->presence)
 					continue;
-				pl_xnode_set_attr(s->presence, "to", session->full_jid);
-				session->deliver(session, s->presence);
-				pl_xnode_set_attr(s->presence, "to", NULL);
+				/* Routed, not delivered, so that blocking applies. */
+				struct pl_xnode *copy = pl_xnode_copy(s->presence);
+				pl_xnode_set_attr(copy, "to", session->full_jid);
+				pl_route(copy, s);
+				pl_xnode_unref(&copy);
 			}
 		}
 		roster_release(theirs);

@@ -307,6 +307,12 @@ void pl_route(struct pl_xnode *stanza, struct pl_session *origin)
 	}
 	bool is_iq = strcmp(stanza->name, "iq") == 0;
 	bool is_message = strcmp(stanza->name, "message") == 0;
+	/* Policy on what a local user sends (blocking, later privacy rules). */
+	if (origin) {
+		struct pl_route_event event = { stanza, origin, &jid };
+		if (pl_hooks_fire("stanza/out", &event) == PL_HANDLED)
+			goto out;
+	}
 	if (!pl_server_find_host(jid.domain)) {
 		pl_route_error(stanza, PL_ERR_REMOTE_SERVER_NOT_FOUND,
 			       "federation is not available yet");
@@ -318,6 +324,12 @@ void pl_route(struct pl_xnode *stanza, struct pl_session *origin)
 		else if (!is_iq && strcmp(stanza->name, "presence") != 0)
 			pl_route_error(stanza, PL_ERR_SERVICE_UNAVAILABLE, NULL);
 		goto out;
+	}
+	{
+		/* ... and on what reaches one, before anything else sees it. */
+		struct pl_route_event event = { stanza, origin, &jid };
+		if (pl_hooks_fire("stanza/in", &event) == PL_HANDLED)
+			goto out;
 	}
 	if (!is_iq && !is_message && subscription_or_probe(stanza)) {
 		/* RFC 6121 3 and 4.3: these concern the account, whichever

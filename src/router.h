@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 
+#include "jid.h"
 #include "parley/module.h"
 #include "xml/xnode.h"
 
@@ -52,6 +53,16 @@ struct pl_presence_event {
 	struct pl_session *session;     /* the local sender, or NULL */
 	const char *to;                 /* presence/in: the local bare JID */
 	bool initial;
+};
+
+/* "stanza/out" (a local session sends, fired for every routed stanza
+ * with an origin) and "stanza/in" (a stanza is about to reach a local
+ * user's account): a handler returning PL_HANDLED has dealt with it
+ * (dropped or bounced it) and routing stops. */
+struct pl_route_event {
+	struct pl_xnode *stanza;        /* borrowed */
+	struct pl_session *origin;      /* the local sender, or NULL */
+	const struct pl_jid *to;        /* the parsed destination */
 };
 
 /* What iq hooks receive as event data. */
