@@ -1018,6 +1018,16 @@ static int on_user_deleted(struct pl_event *event, void *userdata)
 	return PL_CONTINUE;
 }
 
+static int on_subscription_query(struct pl_event *event, void *userdata)
+{
+	struct pl_subscription_query *q = event->data;
+	struct roster *r = roster_get(q->owner);
+	struct item *it = r ? roster_find(r, q->contact) : NULL;
+	q->subscribed = it && (it->subscription & SUB_FROM);
+	roster_release(r);
+	return PL_HANDLED;
+}
+
 /* RFC 6121 2.6 (versioning) and 3.4 (pre-approval) are stream features. */
 static int on_stream_features(struct pl_event *event, void *userdata)
 {
@@ -1044,6 +1054,7 @@ static int roster_load(struct pl_module *m, const void *conf_ptr, char **error)
 	pl_hook(m, "session/unbound", on_session_unbound, NULL, 0);
 	pl_hook(m, "user-deleted", on_user_deleted, NULL, 0);
 	pl_hook(m, "stream-features/bind", on_stream_features, NULL, 0);
+	pl_hook(m, "roster/subscribed", on_subscription_query, NULL, 0);
 	return 0;
 }
 

@@ -55,6 +55,16 @@ struct pl_presence_event {
 	bool initial;
 };
 
+/* "roster/subscribed": does `contact` receive `owner`'s presence (the
+ * owner's roster item has subscription from or both)? The roster module
+ * sets `subscribed`; modules that reveal presence-like data (last
+ * activity, PEP) ask before answering a contact. */
+struct pl_subscription_query {
+	const char *owner;              /* local bare JID */
+	const char *contact;            /* bare JID */
+	bool subscribed;
+};
+
 /* "stanza/out" (a local session sends, fired for every routed stanza
  * with an origin) and "stanza/in" (a stanza is about to reach a local
  * user's account): a handler returning PL_HANDLED has dealt with it

@@ -144,6 +144,7 @@ static const struct {
 	{ "http://jabber.org/protocol/disco#info", "xep-0030" },
 	{ "http://jabber.org/protocol/disco#items", "xep-0030" },
 	{ "jabber:iq:private", "xep-0049" },
+	{ "jabber:iq:last", "xep-0012" },
 	{ "urn:xmpp:blocking", "xep-0191" },
 	{ "jabber:iq:register", "xep-0077" },
 	{ "vcard-temp", "xep-0054" },

@@ -200,6 +200,28 @@ int main(void)
 	has_str(answer, "jid='carol@localhost'", "an unknown version gets the full roster");
 	free(answer);
 
+	/* XEP-0012: alice, who sees bob's presence, may ask when he was last
+	 * online; bob may not ask about alice. */
+	raw_client_send(alice, "<iq type='get' id='last1' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>");
+	answer = raw_client_wait(alice, "id='last1'", 5000);
+	has_str(answer, "seconds='0'", "bob is online: his last activity is 0 seconds ago");
+	free(answer);
+	raw_client_send(bob, "<presence type='unavailable'><status>gone fishing</status></presence>");
+	free(raw_client_wait(alice, "gone fishing", 5000));
+	raw_client_send(alice, "<iq type='get' id='last2' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>");
+	answer = raw_client_wait(alice, "id='last2'", 5000);
+	has_str(answer, "gone fishing", "once offline, it carries his last status");
+	has_str(answer, "seconds=", "and how long ago");
+	free(answer);
+	raw_client_send(bob, "<iq type='get' id='last3' to='alice@localhost'><query xmlns='jabber:iq:last'/></iq>");
+	answer = raw_client_wait(bob, "id='last3'", 5000);
+	has_str(answer, "<forbidden", "bob, not subscribed to alice, is refused");
+	free(answer);
+	raw_client_send(bob, "<iq type='get' id='last4' to='localhost'><query xmlns='jabber:iq:last'/></iq>");
+	answer = raw_client_wait(bob, "id='last4'", 5000);
+	has_str(answer, "seconds=", "the server answers its uptime");
+	free(answer);
+
 	/* Restart: the roster and the subscriptions are on disk. */
 	raw_client_free(alice);
 	raw_client_free(bob);
