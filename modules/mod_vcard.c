@@ -66,6 +66,26 @@ out:
 	return result;
 }
 
+/* "user/display-name": the FN (else NICKNAME) of a stored vCard, for
+ * contact search. */
+static int on_display_name(struct pl_event *event, void *userdata)
+{
+	struct pl_display_name *query = event->data;
+	size_t key_len;
+	void *key = pl_user_key(query->bare_jid, "", &key_len);
+	struct pl_xnode *card = pl_store_get_element(cards, key, key_len);
+	free(key);
+	if (!card)
+		return PL_CONTINUE;
+	struct pl_xnode *name = pl_xnode_find(card, "FN", NULL);
+	if (!name)
+		name = pl_xnode_find(card, "NICKNAME", NULL);
+	if (name && !query->name)
+		query->name = pl_xnode_text(name);
+	pl_xnode_unref(&card);
+	return PL_CONTINUE;
+}
+
 static int vcard_load(struct pl_module *m, const void *conf_ptr, char **error)
 {
 	const struct vcard_conf *conf = conf_ptr;
@@ -76,6 +96,7 @@ static int vcard_load(struct pl_module *m, const void *conf_ptr, char **error)
 	pl_feature(m, NS_VCARD);
 	pl_hook(m, "iq/get/" NS_VCARD, on_vcard, NULL, 0);
 	pl_hook(m, "iq/set/" NS_VCARD, on_vcard, NULL, 0);
+	pl_hook(m, "user/display-name", on_display_name, NULL, 0);
 	return 0;
 }
 

@@ -65,6 +65,14 @@ struct pl_subscription_query {
 	bool subscribed;
 };
 
+/* "user/display-name": a human name for an account (the vCard's FN or
+ * NICKNAME), for contact search. A handler sets `name` (malloc'd, the
+ * caller frees) if it is still NULL. */
+struct pl_display_name {
+	const char *bare_jid;
+	char *name;
+};
+
 /* "stanza/out" (a local session sends, fired for every routed stanza
  * with an origin) and "stanza/in" (a stanza is about to reach a local
  * user's account): a handler returning PL_HANDLED has dealt with it

@@ -85,6 +85,7 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 		"    <module name=\"private\"/>\n"
 		"    <module name=\"register\" open=\"true\" per-address-per-hour=\"3\"/>\n"
 		"    <module name=\"roster\"/>\n"
+		"    <module name=\"search\"/>\n"
 		"    <module name=\"time\"/>\n"
 		"    <module name=\"vcard\"/>\n"
 		"    <module name=\"version\"/>\n"

@@ -145,6 +145,7 @@ static const struct {
 	{ "http://jabber.org/protocol/disco#items", "xep-0030" },
 	{ "jabber:iq:private", "xep-0049" },
 	{ "jabber:iq:last", "xep-0012" },
+	{ "jabber:iq:search", "xep-0055" },
 	{ "urn:xmpp:blocking", "xep-0191" },
 	{ "jabber:iq:register", "xep-0077" },
 	{ "vcard-temp", "xep-0054" },

@@ -222,6 +222,33 @@ int main(void)
 	has_str(answer, "seconds=", "the server answers its uptime");
 	free(answer);
 
+	/* XEP-0055: find a person to add, by user name or vCard name. */
+	raw_client_send(alice, "<iq type='set' id='card'><vCard xmlns='vcard-temp'>"
+			       "<FN>Alice Liddell</FN></vCard></iq>");
+	free(raw_client_wait(alice, "id='card'", 5000));
+	raw_client_send(bob, "<iq type='get' id='s0' to='localhost'><query xmlns='jabber:iq:search'/></iq>");
+	answer = raw_client_wait(bob, "id='s0'", 5000);
+	has_str(answer, "jabber:x:data", "the search form is offered");
+	free(answer);
+	raw_client_send(bob, "<iq type='set' id='s1' to='localhost'><query xmlns='jabber:iq:search'>"
+			     "<nick>LIDD</nick></query></iq>");
+	answer = raw_client_wait(bob, "id='s1'", 5000);
+	has_str(answer, "jid='alice@localhost'", "searching a vCard name finds alice");
+	has_str(answer, "Alice Liddell", "with her name");
+	ok(answer && !strstr(answer, "carol@"), "and nobody else");
+	free(answer);
+	raw_client_send(bob, "<iq type='set' id='s2' to='localhost'><query xmlns='jabber:iq:search'>"
+			     "<x xmlns='jabber:x:data' type='submit'><field var='search'><value>car</value>"
+			     "</field></x></query></iq>");
+	answer = raw_client_wait(bob, "id='s2'", 5000);
+	has_str(answer, "<value>carol@localhost</value>", "a form search by user name finds carol");
+	free(answer);
+	raw_client_send(bob, "<iq type='set' id='s3' to='localhost'><query xmlns='jabber:iq:search'>"
+			     "<nick>a</nick></query></iq>");
+	answer = raw_client_wait(bob, "id='s3'", 5000);
+	has_str(answer, "<not-acceptable", "a one-letter search is refused (it would list everyone)");
+	free(answer);
+
 	/* Restart: the roster and the subscriptions are on disk. */
 	raw_client_free(alice);
 	raw_client_free(bob);
