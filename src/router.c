@@ -153,6 +153,8 @@ void pl_router_bind(struct pl_session *session)
 			pl_router_unbind(old);
 	}
 	struct user_entry *u = find_user(session->bare_jid, true);
+	static uint64_t session_counter;
+	session->id = ++session_counter;
 	session->next_of_user = u->sessions;
 	u->sessions = session;
 	session_total++;
@@ -270,8 +272,12 @@ static void message_to_bare(struct pl_xnode *stanza, const char *bare)
 		if (s->available && s->priority >= 0 && s->priority > best)
 			best = s->priority;
 	if (best < 0) {
-		/* Offline storage arrives with the reliable-delivery work; until
-		 * then the sender learns that nothing took the message. */
+		/* No available resource of non-negative priority: offline
+		 * storage may take it (RFC 6121 8.5.2.1.1); otherwise the sender
+		 * learns that nothing took the message. */
+		struct pl_offline_event event = { stanza, bare };
+		if (pl_hooks_fire("message/offline", &event) == PL_HANDLED)
+			return;
 		if (!type || strcmp(type, "error") != 0)
 			pl_route_error(stanza, PL_ERR_SERVICE_UNAVAILABLE,
 				       "the recipient is offline");

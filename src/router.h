@@ -22,6 +22,8 @@ struct pl_session {
 	char *full_jid;          /* owned; normalised user@host/resource */
 	char *bare_jid;          /* owned */
 	const char *host;        /* the host's name (owned by pl_server) */
+	uint64_t id;             /* unique for the process's life, set at bind:
+				  * tells a later session on the same JID apart */
 	int priority;            /* of the last available presence */
 	bool available;          /* sent initial presence, not yet unavailable */
 	/* The last broadcast available presence (without 'to'), answered to
@@ -63,6 +65,14 @@ struct pl_subscription_query {
 	const char *owner;              /* local bare JID */
 	const char *contact;            /* bare JID */
 	bool subscribed;
+};
+
+/* "message/offline": a message for a local account with no available
+ * resource. A handler that stores it (or bounces it itself) returns
+ * PL_HANDLED; otherwise the router bounces it with service-unavailable. */
+struct pl_offline_event {
+	struct pl_xnode *stanza;        /* borrowed */
+	const char *to;                 /* the recipient's bare JID */
 };
 
 /* "user/display-name": a human name for an account (the vCard's FN or

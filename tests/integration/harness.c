@@ -81,6 +81,7 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 		"    <module name=\"blocking\"/>\n"
 		"    <module name=\"disco\"/>\n"
 		"    <module name=\"last\"/>\n"
+		"    <module name=\"offline\" delivery-grace=\"1s\"/>\n"
 		"    <module name=\"ping\"/>\n"
 		"    <module name=\"private\"/>\n"
 		"    <module name=\"register\" open=\"true\" per-address-per-hour=\"3\"/>\n"

@@ -146,6 +146,7 @@ static const struct {
 	{ "jabber:iq:private", "xep-0049" },
 	{ "jabber:iq:last", "xep-0012" },
 	{ "jabber:iq:search", "xep-0055" },
+	{ "msgoffline", "xep-0160" },
 	{ "urn:xmpp:blocking", "xep-0191" },
 	{ "jabber:iq:register", "xep-0077" },
 	{ "vcard-temp", "xep-0054" },
