@@ -7,6 +7,7 @@
  * (anything else is a not-authorized stream error). Every stream error is
  * logged with its condition and the peer address. */
 #include "c2s.h"
+#include "ack.h"
 #include "accounts.h"
 #include "hooks.h"
 #include "jid.h"
@@ -34,6 +35,7 @@
 #define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
 #define NS_REGISTER "jabber:iq:register"
+#define NS_SM "urn:xmpp:sm:3"
 
 struct c2s_conf {
 	char *address;
@@ -51,6 +53,8 @@ struct c2s_conf {
 	uint64_t max_bytes_per_second;
 	int64_t max_stanzas_per_second;
 	int64_t stanza_burst;
+	int64_t resumption_timeout_ms;
+	int64_t max_unacked;
 };
 
 static const struct pl_option c2s_options[] = {
@@ -83,6 +87,12 @@ static const struct pl_option c2s_options[] = {
 	{ "stanza-burst", PL_OPT_INT, "400", 1, 10000000, NULL,
 	  offsetof(struct c2s_conf, stanza_burst),
 	  "stanzas a quiet session may send at once above that rate" },
+	{ "resumption-timeout", PL_OPT_DURATION, "5m", 1000, 86400000, NULL,
+	  offsetof(struct c2s_conf, resumption_timeout_ms),
+	  "how long a dropped stream-management session waits to be resumed" },
+	{ "max-unacked", PL_OPT_INT, "10000", 16, 1000000, NULL,
+	  offsetof(struct c2s_conf, max_unacked),
+	  "stanzas sent to a client and not yet acknowledged, at most" },
 	{ "ping-idle", PL_OPT_DURATION, "5m", 1000, 86400000, NULL,
 	  offsetof(struct c2s_conf, ping_idle_ms), "ping a client silent for this long" },
 	{ "ping-timeout", PL_OPT_DURATION, "1m", 1000, 3600000, NULL,
@@ -121,7 +131,29 @@ struct c2s {
 	char **directed;
 	size_t directed_count, directed_cap;
 	char *delayed_condition;        /* the <failure/> it will send */
+	/* XEP-0198 stream management. Counters wrap at 2^32 as the XEP says. */
+	bool sm_enabled, sm_resumable;
+	bool sm_ack_requested;          /* our <r/> awaits an <a/> */
+	bool sm_ack_wanted;             /* the client's <r/> was answered short */
+	char sm_id[33];                 /* resumption id ("" when not resumable) */
+	uint32_t sm_received;           /* client stanzas handled */
+	uint32_t sm_sent;               /* stanzas sent since enable */
+	uint32_t sm_acked;              /* the client's last h */
+	struct pl_ack_tracker *tracker; /* durable count of sm_received; owned ref */
+	struct unacked *unacked, *unacked_tail; /* owned, oldest first */
+	size_t unacked_count;
+	struct event *hibernation;      /* connection lost, waiting for a resume; owned */
+	int64_t sm_max_ms;              /* resumption timeout granted */
 	struct c2s *prev, *next;
+};
+
+/* A stanza sent but not yet acknowledged: its bytes, to resend on resume
+ * or to route elsewhere if the session ends. */
+struct unacked {
+	struct unacked *next;
+	uint32_t seq;
+	size_t len;
+	char data[];
 };
 
 /* Failed logins per client address: each failure doubles the delay
@@ -181,6 +213,135 @@ static void write_node(struct c2s *c, const struct pl_xnode *n)
 	pl_buf_free(&out);
 }
 
+static void stream_error(struct c2s *c, const char *condition, const char *text);
+
+/* ---- stream management (XEP-0198) -------------------------------------------- */
+
+/* Every stanza to the client goes through here. With stream management
+ * it is numbered and kept until the client acknowledges it; while the
+ * connection is lost (hibernation) it is only kept. */
+static void send_stanza_bytes(struct c2s *c, const char *data, size_t len)
+{
+	if (!c->sm_enabled) {
+		if (c->conn)
+			pl_conn_write(c->conn, data, len);
+		return;
+	}
+	struct unacked *u = pl_malloc(sizeof(*u) + len);
+	u->next = NULL;
+	u->seq = ++c->sm_sent;
+	u->len = len;
+	memcpy(u->data, data, len);
+	if (c->unacked_tail)
+		c->unacked_tail->next = u;
+	else
+		c->unacked = u;
+	c->unacked_tail = u;
+	if (++c->unacked_count > (size_t)conf.max_unacked && c->hibernation) {
+		/* Not from inside a delivery: the router may be iterating. */
+		event_active(c->hibernation, EV_TIMEOUT, 0);
+	}
+	if (!c->conn)
+		return;
+	pl_conn_write(c->conn, data, len);
+	if (!c->sm_ack_requested) {
+		write_text(c, "<r xmlns='" NS_SM "'/>");
+		c->sm_ack_requested = true;
+	}
+}
+
+static void send_stanza(struct c2s *c, const struct pl_xnode *n)
+{
+	struct pl_buf out = { 0 };
+	pl_xnode_serialize(n, PL_NS_CLIENT, &out);
+	send_stanza_bytes(c, out.data, out.len);
+	pl_buf_free(&out);
+}
+
+static void send_ack(struct c2s *c)
+{
+	char a[80];
+	snprintf(a, sizeof(a), "<a xmlns='" NS_SM "' h='%u'/>", pl_ack_durable(c->tracker));
+	write_text(c, a);
+}
+
+/* The durable count moved on after a commit: a client that asked gets
+ * the news without asking again. */
+static void on_durable(void *owner, uint32_t durable)
+{
+	struct c2s *c = owner;
+	if (c->conn && c->sm_ack_wanted && c->state == BOUND) {
+		send_ack(c);
+		if (durable == c->sm_received)
+			c->sm_ack_wanted = false;
+	}
+}
+
+static void free_unacked(struct c2s *c)
+{
+	while (c->unacked) {
+		struct unacked *u = c->unacked;
+		c->unacked = u->next;
+		free(u);
+	}
+	c->unacked_tail = NULL;
+	c->unacked_count = 0;
+}
+
+/* The client has handled h stanzas: forget them. False when h claims
+ * more than was sent. */
+static bool acknowledge(struct c2s *c, uint32_t h)
+{
+	if (pl_ack_after(h, c->sm_sent))
+		return false;
+	while (c->unacked && !pl_ack_after(c->unacked->seq, h)) {
+		struct unacked *u = c->unacked;
+		c->unacked = u->next;
+		free(u);
+		c->unacked_count--;
+	}
+	if (!c->unacked)
+		c->unacked_tail = NULL;
+	c->sm_acked = h;
+	c->sm_ack_requested = false;
+	return true;
+}
+
+/* The session ends for good: what the client never acknowledged must not
+ * vanish. Messages are routed again (to another resource or the offline
+ * queue, now that this resource is gone), requests get an error. Messages
+ * that came from the offline queue are still in it and are skipped. */
+static void reroute_unacked(struct c2s *c)
+{
+	size_t rerouted = 0, host_len = c->host ? strlen(c->host->name) : 0;
+	for (struct unacked *u = c->unacked; u; u = u->next) {
+		struct pl_xnode *stanza = pl_xml_parse_element(u->data, u->len, PL_NS_CLIENT);
+		if (!stanza)
+			continue;
+		const char *type = pl_xnode_attr(stanza, "type");
+		if (strcmp(stanza->name, "message") == 0) {
+			struct pl_xnode *delay = pl_xnode_find(stanza, "delay", "urn:xmpp:delay");
+			const char *delay_from = delay ? pl_xnode_attr(delay, "from") : NULL;
+			bool from_offline = delay_from && host_len &&
+					    strcmp(delay_from, c->host->name) == 0;
+			if (!from_offline &&
+			    (!type || (strcmp(type, "error") != 0 && strcmp(type, "groupchat") != 0))) {
+				pl_route(stanza, NULL);
+				rerouted++;
+			}
+		} else if (strcmp(stanza->name, "iq") == 0 && type &&
+			   (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
+			pl_route_error(stanza, PL_ERR_SERVICE_UNAVAILABLE, "the recipient went away");
+		}
+		pl_xnode_unref(&stanza);
+	}
+	if (rerouted)
+		pl_log_session(PL_LOG_INFO, "c2s", c->log_id,
+			       "%zu unacknowledged messages routed again (other resource or offline)",
+			       rerouted);
+	free_unacked(c);
+}
+
 static void unlink_stream(struct c2s *c)
 {
 	if (c->prev)
@@ -217,6 +378,10 @@ static void remember_directed(struct c2s *c, const char *to)
 
 static void free_stream(struct c2s *c)
 {
+	free_unacked(c);
+	pl_ack_tracker_detach(c->tracker);
+	if (c->hibernation)
+		event_free(c->hibernation);
 	for (size_t i = 0; i < c->directed_count; i++)
 		free(c->directed[i]);
 	free(c->directed);
@@ -281,11 +446,32 @@ static void broadcast_unavailable(struct c2s *c)
 	pl_xnode_unref(&presence);
 }
 
+/* The session is over (not resumed elsewhere): contacts learn it, the
+ * resource leaves the router, unacknowledged stanzas find another way. */
+static void end_session(struct c2s *c)
+{
+	broadcast_unavailable(c);
+	if (c->bound) {
+		pl_router_unbind(&c->session);
+		c->bound = false;
+	}
+	c->sm_resumable = false;
+	reroute_unacked(c);
+}
+
 /* Ends the stream with an RFC 6120 4.9 stream error. */
 static void stream_error(struct c2s *c, const char *condition, const char *text)
 {
 	if (c->state == CLOSING)
 		return;
+	if (!c->conn) {
+		/* A hibernating session has nobody to tell: it just ends. */
+		pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "hibernating session ends: %s",
+			       condition);
+		end_session(c);
+		free_stream(c);
+		return;
+	}
 	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: stream error %s%s%s",
 		       pl_conn_peer_address(c->conn), condition, text ? ": " : "", text ? text : "");
 	struct pl_buf out = { 0 };
@@ -302,11 +488,7 @@ static void stream_error(struct c2s *c, const char *condition, const char *text)
 	pl_buf_puts(&out, "</stream:error></stream:stream>");
 	pl_conn_write(c->conn, out.data, out.len);
 	pl_buf_free(&out);
-	broadcast_unavailable(c);
-	if (c->bound) {
-		pl_router_unbind(&c->session);
-		c->bound = false;
-	}
+	end_session(c);
 	c->state = CLOSING;
 	pl_conn_close_after_flush(c->conn);
 }
@@ -322,7 +504,7 @@ static void session_deliver(struct pl_session *s, const struct pl_xnode *stanza)
 {
 	struct c2s *c = from_session(s);
 	if (c->state == BOUND)
-		write_node(c, stanza);
+		send_stanza(c, stanza);
 }
 
 static void session_replaced(struct pl_session *s)
@@ -553,7 +735,8 @@ static void send_features(struct c2s *c)
 	}
 	if (c->authenticated) {
 		pl_buf_puts(&out, "<bind xmlns='" NS_BIND "'/>"
-				  "<session xmlns='" NS_SESSION "'><optional/></session>");
+				  "<session xmlns='" NS_SESSION "'><optional/></session>"
+				  "<sm xmlns='" NS_SM "'/>");
 		/* Modules add theirs (roster versioning, pre-approval...). */
 		pl_hooks_fire("stream-features/bind", &out);
 	}
@@ -749,7 +932,7 @@ static void handle_presence(struct c2s *c, struct pl_xnode *presence)
 	broadcast_presence(c, presence, initial);
 	/* The sender gets its own presence back (RFC 6121 4.2.2). */
 	pl_xnode_set_attr(presence, "to", c->session.full_jid);
-	write_node(c, presence);
+	send_stanza(c, presence);
 }
 
 /* One stanza costs one token; the debt is paid by pausing the socket in
@@ -790,7 +973,7 @@ static void handle_stanza(struct c2s *c, struct pl_xnode *stanza)
 			struct pl_xnode *result = pl_iq_result(stanza);
 			pl_xnode_set_attr(result, "to", NULL);
 			pl_xnode_set_attr(result, "from", NULL);
-			write_node(c, result);
+			send_stanza(c, result);
 			pl_xnode_unref(&result);
 			return;
 		}
@@ -807,6 +990,150 @@ static void handle_stanza(struct c2s *c, struct pl_xnode *stanza)
 		if (!to)
 			pl_xnode_set_attr(stanza, "to", c->session.bare_jid);
 		pl_route(stanza, &c->session);
+	}
+}
+
+static void sm_failed(struct c2s *c, const char *condition)
+{
+	char failed[160];
+	snprintf(failed, sizeof(failed),
+		 "<failed xmlns='" NS_SM "'><%s xmlns='" PL_NS_STANZAS "'/></failed>", condition);
+	write_text(c, failed);
+}
+
+static void handle_enable(struct c2s *c, struct pl_xnode *enable)
+{
+	if (c->sm_enabled) {
+		sm_failed(c, "unexpected-request");
+		return;
+	}
+	c->sm_enabled = true;
+	c->sm_received = c->sm_sent = c->sm_acked = 0;
+	c->tracker = pl_ack_tracker_new(on_durable, c, 0);
+	const char *resume = pl_xnode_attr(enable, "resume");
+	const char *max = pl_xnode_attr(enable, "max");
+	c->sm_max_ms = conf.resumption_timeout_ms;
+	if (max && atoll(max) > 0 && atoll(max) * 1000 < c->sm_max_ms)
+		c->sm_max_ms = atoll(max) * 1000;
+	char enabled[200];
+	if (resume && (strcmp(resume, "true") == 0 || strcmp(resume, "1") == 0)) {
+		uint8_t random[16];
+		pl_random_bytes(random, sizeof(random));
+		for (size_t i = 0; i < sizeof(random); i++)
+			snprintf(c->sm_id + i * 2, 3, "%02x", random[i]);
+		c->sm_resumable = true;
+		snprintf(enabled, sizeof(enabled),
+			 "<enabled xmlns='" NS_SM "' id='%s' resume='true' max='%lld'/>", c->sm_id,
+			 (long long)(c->sm_max_ms / 1000));
+	} else {
+		snprintf(enabled, sizeof(enabled), "<enabled xmlns='" NS_SM "'/>");
+	}
+	write_text(c, enabled);
+	pl_log_session(PL_LOG_DEBUG, "c2s", c->log_id, "stream management enabled%s",
+		       c->sm_resumable ? " with resumption" : "");
+}
+
+/* XEP-0198 5: a new connection takes over a session whose connection was
+ * lost (or is about to be found lost). The new stream object inherits the
+ * session, its counters and its unacknowledged stanzas; the old one goes
+ * away silently, since for contacts nothing happened. */
+static void handle_resume(struct c2s *c, struct pl_xnode *resume)
+{
+	const char *previd = pl_xnode_attr(resume, "previd");
+	const char *h_text = pl_xnode_attr(resume, "h");
+	struct c2s *old = NULL;
+	for (struct c2s *s = streams; previd && s; s = s->next)
+		if (s != c && s->sm_resumable && s->bound && s->state == BOUND &&
+		    strcmp(s->sm_id, previd) == 0)
+			old = s;
+	char *end = NULL;
+	unsigned long h = h_text ? strtoul(h_text, &end, 10) : 0;
+	if (!old || !end || *end || strcmp(old->username, c->username) != 0 ||
+	    old->host != c->host) {
+		pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: resumption of '%s' refused: %s",
+			       pl_conn_peer_address(c->conn), previd ? previd : "",
+			       old ? "another account's session or a bad h" : "no such session");
+		sm_failed(c, "item-not-found");
+		return;
+	}
+	if (pl_ack_after((uint32_t)h, old->sm_sent)) {
+		sm_failed(c, "unexpected-request");
+		return;
+	}
+	if (old->conn) {
+		/* The old connection is still open (the client saw it die first). */
+		pl_conn_free(old->conn);
+		old->conn = NULL;
+	}
+	struct pl_session moved = old->session;
+	pl_router_unbind(&old->session);
+	old->bound = false;
+	memset(&old->session, 0, sizeof(old->session));
+	c->session = moved;
+	c->session.next_of_user = NULL;
+	pl_router_bind(&c->session);
+	c->session.id = moved.id;
+	c->bound = true;
+	c->state = BOUND;
+	c->last_heard_ms = pl_now_ms();
+	c->stanza_tokens = (double)conf.stanza_burst;
+	c->tokens_at_ms = c->last_heard_ms;
+	c->sm_enabled = c->sm_resumable = true;
+	memcpy(c->sm_id, old->sm_id, sizeof(c->sm_id));
+	c->sm_received = old->sm_received;
+	c->sm_sent = old->sm_sent;
+	c->sm_max_ms = old->sm_max_ms;
+	c->tracker = old->tracker;
+	old->tracker = NULL;
+	pl_ack_tracker_set_owner(c->tracker, c);
+	c->unacked = old->unacked;
+	c->unacked_tail = old->unacked_tail;
+	c->unacked_count = old->unacked_count;
+	old->unacked = old->unacked_tail = NULL;
+	old->unacked_count = 0;
+	c->directed = old->directed;
+	c->directed_count = old->directed_count;
+	c->directed_cap = old->directed_cap;
+	old->directed = NULL;
+	old->directed_count = old->directed_cap = 0;
+	old->sm_enabled = old->sm_resumable = false;
+	free_stream(old);
+	acknowledge(c, (uint32_t)h);
+	char resumed[160];
+	snprintf(resumed, sizeof(resumed), "<resumed xmlns='" NS_SM "' h='%u' previd='%s'/>",
+		 pl_ack_durable(c->tracker), c->sm_id);
+	write_text(c, resumed);
+	for (struct unacked *u = c->unacked; u; u = u->next)
+		pl_conn_write(c->conn, u->data, u->len);
+	if (c->unacked) {
+		write_text(c, "<r xmlns='" NS_SM "'/>");
+		c->sm_ack_requested = true;
+	}
+	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: resumed %s, %zu stanzas resent",
+		       pl_conn_peer_address(c->conn), c->session.full_jid, c->unacked_count);
+}
+
+/* <r/>, <a/> and <enable/> of a bound stream. */
+static void handle_sm(struct c2s *c, struct pl_xnode *element)
+{
+	if (strcmp(element->name, "enable") == 0) {
+		handle_enable(c, element);
+	} else if (!c->sm_enabled) {
+		stream_error(c, "unsupported-stanza-type", "stream management is not enabled");
+	} else if (strcmp(element->name, "r") == 0) {
+		send_ack(c);
+		c->sm_ack_wanted = pl_ack_durable(c->tracker) != c->sm_received;
+	} else if (strcmp(element->name, "a") == 0) {
+		const char *h_text = pl_xnode_attr(element, "h");
+		char *end = NULL;
+		unsigned long h = h_text ? strtoul(h_text, &end, 10) : 0;
+		if (!h_text || !end || *end || !acknowledge(c, (uint32_t)h))
+			stream_error(c, "undefined-condition",
+				     "the acknowledged count is higher than the stanzas sent");
+	} else if (strcmp(element->name, "resume") == 0) {
+		sm_failed(c, "unexpected-request");
+	} else {
+		stream_error(c, "unsupported-stanza-type", element->name);
 	}
 }
 
@@ -884,8 +1211,19 @@ static void on_element(void *userdata, struct pl_xnode *element)
 		const char *type = pl_xnode_attr(element, "type");
 		if (bind && type && strcmp(type, "set") == 0)
 			handle_bind(c, element, bind);
+		else if (strcmp(ns, NS_SM) == 0 && strcmp(element->name, "resume") == 0)
+			handle_resume(c, element);
+		else if (strcmp(ns, NS_SM) == 0 && strcmp(element->name, "enable") == 0)
+			sm_failed(c, "unexpected-request");
 		else
 			stream_error(c, "not-authorized", "bind a resource first");
+	} else if (strcmp(ns, NS_SM) == 0) {
+		handle_sm(c, element);
+	} else if (c->sm_enabled) {
+		/* Counted for <a/> only once it is delivered or on disk (ack.h). */
+		pl_ack_begin(c->tracker, ++c->sm_received);
+		handle_stanza(c, element);
+		pl_ack_end();
 	} else {
 		handle_stanza(c, element);
 	}
@@ -897,11 +1235,7 @@ static void on_close(void *userdata)
 	struct c2s *c = userdata;
 	if (c->state == CLOSING)
 		return;
-	broadcast_unavailable(c);
-	if (c->bound) {
-		pl_router_unbind(&c->session);
-		c->bound = false;
-	}
+	end_session(c);
 	write_text(c, "</stream:stream>");
 	c->state = CLOSING;
 	pl_conn_close_after_flush(c->conn);
@@ -959,13 +1293,41 @@ static size_t on_data(struct pl_conn *conn, const char *data, size_t len, void *
 	return len;
 }
 
+static void on_hibernation_over(evutil_socket_t fd, short what, void *arg)
+{
+	struct c2s *c = arg;
+	if (c->conn) {
+		stream_error(c, "resource-constraint", "too many unacknowledged stanzas");
+		return;
+	}
+	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s was not resumed in time%s",
+		       c->session.full_jid,
+		       c->unacked_count > (size_t)conf.max_unacked ? " (too many stanzas waiting)" : "");
+	end_session(c);
+	free_stream(c);
+}
+
 static void on_conn_close(struct pl_conn *conn, enum pl_conn_close_reason reason, void *userdata)
 {
 	struct c2s *c = userdata;
 	if (reason == PL_CONN_TIMEOUT)
 		pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: negotiation timed out",
 			       pl_conn_peer_address(conn));
-	broadcast_unavailable(c);
+	if (c->sm_resumable && c->bound && c->state == BOUND) {
+		/* XEP-0198 5: the connection broke, the session waits for the
+		 * client to come back; stanzas for it are kept meanwhile. */
+		c->conn = NULL;
+		c->sm_ack_requested = c->sm_ack_wanted = false;
+		c->hibernation = evtimer_new(loop, on_hibernation_over, c);
+		struct timeval tv = { c->sm_max_ms / 1000, (c->sm_max_ms % 1000) * 1000 };
+		evtimer_add(c->hibernation, &tv);
+		pl_log_session(PL_LOG_INFO, "c2s", c->log_id,
+			       "%s: connection lost; %s waits %lld s to be resumed",
+			       pl_conn_peer_address(conn), c->session.full_jid,
+			       (long long)(c->sm_max_ms / 1000));
+		return;
+	}
+	end_session(c);
 	free_stream(c);
 }
 
@@ -1017,7 +1379,7 @@ static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 	struct c2s *next;
 	for (struct c2s *c = streams; c; c = next) {
 		next = c->next;
-		if (c->state != BOUND)
+		if (c->state != BOUND || !c->conn)
 			continue;
 		if (c->pinged_ms && now - c->pinged_ms >= conf.ping_timeout_ms) {
 			stream_error(c, "connection-timeout", "no answer to a ping");
@@ -1026,7 +1388,7 @@ static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 			snprintf(ping, sizeof(ping),
 				 "<iq type='get' id='keepalive-%llx' from='%s'><ping xmlns='urn:xmpp:ping'/></iq>",
 				 (unsigned long long)now, c->host->name);
-			write_text(c, ping);
+			send_stanza_bytes(c, ping, strlen(ping));
 			c->pinged_ms = now;
 		}
 	}
@@ -1085,8 +1447,11 @@ bool pl_c2s_begin_shutdown(void)
 	pl_listener_close(plain_listener);
 	pl_listener_close(tls_listener);
 	plain_listener = tls_listener = NULL;
-	for (struct c2s *c = streams; c; c = c->next)
+	struct c2s *next;
+	for (struct c2s *c = streams; c; c = next) {
+		next = c->next;
 		stream_error(c, "system-shutdown", "the server is shutting down");
+	}
 	return streams != NULL;
 }
 
@@ -1102,7 +1467,8 @@ void pl_c2s_stop(void)
 		struct c2s *c = streams;
 		unlink_stream(c);
 		/* Clients that did not read their <system-shutdown/> in time. */
-		pl_conn_free(c->conn);
+		if (c->conn)
+			pl_conn_free(c->conn);
 		free_stream(c);
 	}
 	if (keepalive_timer) {

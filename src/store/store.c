@@ -8,6 +8,7 @@
  * lock for reading while their transaction lives, and the writer takes it
  * for writing around mdb_env_set_mapsize. */
 #include "store/store.h"
+#include "ack.h"
 #include "log.h"
 #include "util.h"
 
@@ -764,9 +765,33 @@ void pl_store_del_prefix(struct pl_store_write *w, struct pl_store_space *space,
 	add_op(w, OP_DEL_PREFIX, space, prefix, prefix_len, NULL, 0);
 }
 
+/* A write submitted while a client stanza is processed holds that
+ * stanza's acknowledgement until the commit (ack.h). */
+struct held_completion {
+	pl_store_done_fn done;
+	void *arg;
+	void *hold;
+};
+
+static void release_after_done(void *arg, int status)
+{
+	struct held_completion *h = arg;
+	if (h->done)
+		h->done(h->arg, status);
+	pl_ack_release(h->hold);
+	free(h);
+}
+
 void pl_store_write_submit(struct pl_store_write *w, pl_store_done_fn done, void *arg)
 {
 	struct pl_store *store = w->store;
+	void *hold = pl_ack_hold();
+	if (hold) {
+		struct held_completion *h = pl_malloc(sizeof(*h));
+		*h = (struct held_completion){ done, arg, hold };
+		done = release_after_done;
+		arg = h;
+	}
 	w->done = done;
 	w->arg = arg;
 	pthread_mutex_lock(&store->mutex);

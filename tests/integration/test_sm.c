@@ -1,0 +1,242 @@
+/* XEP-0198 stream management with real connections: acknowledgements
+ * count stanzas, a connection dropped without closing the stream is
+ * resumed and gets exactly the stanzas it had not acknowledged, once; a
+ * second resume kicks the first connection; a bogus id fails; a session
+ * that is not resumed in time hands its messages to the offline queue;
+ * and, the promise itself, messages acknowledged to the sender survive a
+ * kill -9 right after the acknowledgement (durability fsync), each
+ * delivered exactly once after the restart. */
+#include "harness.h"
+#include "raw_client.h"
+#include "../tap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void add_user(const struct ph_server *s, const char *user)
+{
+	char jid[128], password[128];
+	snprintf(jid, sizeof(jid), "%s@localhost", user);
+	snprintf(password, sizeof(password), "%s-secret\n", user);
+	const char *args[] = { "adduser", jid, NULL };
+	ph_ctl(s, args, password, NULL, NULL);
+}
+
+static struct raw_client *login(const struct ph_server *s, const char *user, const char *resource)
+{
+	char password[128];
+	snprintf(password, sizeof(password), "%s-secret", user);
+	return raw_client_new_session(s->c2s_tls_port, user, password, resource);
+}
+
+/* Enables stream management; returns the resumption id (caller frees). */
+static char *enable(struct raw_client *c, const char *max)
+{
+	raw_client_send(c, "<enable xmlns='urn:xmpp:sm:3' resume='true'%s%s%s/>",
+			max ? " max='" : "", max ? max : "", max ? "'" : "");
+	char *enabled = raw_client_wait(c, "<enabled", 5000);
+	const char *id = enabled ? strstr(enabled, "id='") : NULL;
+	char *copy = id ? strndup(id + 4, strcspn(id + 4, "'")) : NULL;
+	free(enabled);
+	return copy;
+}
+
+/* Asks for an acknowledgement until it reaches `h` (acks only count what
+ * is delivered or on disk, so the first answer may be lower). */
+static bool acked(struct raw_client *c, unsigned h)
+{
+	char needle[32];
+	snprintf(needle, sizeof(needle), "h='%u'", h);
+	for (int attempt = 0; attempt < 50; attempt++) {
+		raw_client_send(c, "<r xmlns='urn:xmpp:sm:3'/>");
+		if (raw_client_seen(c, needle, 200))
+			return true;
+	}
+	return false;
+}
+
+struct log_wait {
+	const struct ph_server *server;
+	const char *text;
+};
+
+static bool log_has(void *arg)
+{
+	struct log_wait *w = arg;
+	char *log = ph_server_log(w->server);
+	bool found = log && strstr(log, w->text);
+	free(log);
+	return found;
+}
+
+static bool wait_log(const struct ph_server *s, const char *text)
+{
+	struct log_wait w = { s, text };
+	return ph_wait_for(log_has, &w, 10000);
+}
+
+/* A new connection up to the point where bind or resume comes. */
+static struct raw_client *authenticated(const struct ph_server *s, const char *user)
+{
+	char password[128];
+	snprintf(password, sizeof(password), "%s-secret", user);
+	struct raw_client *c = raw_client_connect(s->c2s_tls_port, true);
+	free(raw_client_open(c, "localhost"));
+	free(raw_client_auth_plain(c, NULL, user, password));
+	char *features = raw_client_open(c, "localhost");
+	bool has_sm = features && strstr(features, "urn:xmpp:sm:3");
+	free(features);
+	if (!has_sm)
+		diag("no stream management feature after authentication");
+	return c;
+}
+
+static int count_each(struct raw_client *c, const char *prefix, int first, int last, int *twice)
+{
+	int missing = 0;
+	*twice = 0;
+	for (int i = first; i <= last; i++) {
+		char body[64];
+		snprintf(body, sizeof(body), "<body>%s%d</body>", prefix, i);
+		int n = raw_client_count(c, body);
+		missing += n == 0;
+		*twice += n > 1;
+	}
+	return missing;
+}
+
+int main(void)
+{
+	struct ph_server s;
+	ph_server_init(&s, NULL);
+	char *config = ph_standard_config(&s, "durability=\"fsync\"", NULL);
+	char *patched = ph_config_with_attributes(config, "c2s", "resumption-timeout=\"60s\"");
+	ph_server_write_config(&s, patched);
+	free(patched);
+	free(config);
+	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts with fsync durability"))
+		return done_testing();
+	const char *users[] = { "alice", "bob", "carol", "dave" };
+	for (size_t i = 0; i < 4; i++)
+		add_user(&s, users[i]);
+
+	struct raw_client *alice = login(&s, "alice", "a");
+	char *alice_id = alice ? enable(alice, NULL) : NULL;
+	ok(alice_id != NULL, "alice enables stream management with resumption");
+	struct raw_client *bob = login(&s, "bob", "b");
+	raw_client_send(bob, "<presence/>");
+	char *bob_id = enable(bob, NULL);
+	ok(bob_id != NULL, "so does bob");
+
+	for (int i = 1; i <= 5; i++)
+		raw_client_send(alice, "<message to='bob@localhost/b' type='chat'><body>m%d</body></message>", i);
+	ok(acked(alice, 5), "alice's five messages are acknowledged (h=5)");
+	ok(raw_client_seen(bob, "<body>m5</body>", 5000), "bob receives them");
+	ok(raw_client_seen(bob, "<r xmlns", 100), "and the server asks bob for an acknowledgement");
+	/* Bob has handled only two of them when his connection dies. */
+	raw_client_send(bob, "<a xmlns='urn:xmpp:sm:3' h='2'/>");
+	raw_client_free(bob);
+	ok(wait_log(&s, "bob@localhost/b waits"), "bob's session waits to be resumed");
+	raw_client_send(alice, "<message to='bob@localhost/b' type='chat'><body>m6</body></message>");
+	raw_client_send(alice, "<message to='bob@localhost/b' type='chat'><body>m7</body></message>");
+	ok(acked(alice, 7), "messages to the waiting session are acknowledged too");
+
+	struct raw_client *bob2 = authenticated(&s, "bob");
+	raw_client_send(bob2, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='2'/>", bob_id ? bob_id : "");
+	char *resumed = raw_client_wait(bob2, "<resumed", 5000);
+	has_str(resumed, "previd=", "bob resumes on a new connection");
+	free(resumed);
+	raw_client_sync(bob2);
+	int twice = 0;
+	int missing = count_each(bob2, "m", 3, 7, &twice);
+	is_int(missing, 0, "every message he had not acknowledged (m3..m7) is resent");
+	is_int(twice, 0, "each exactly once");
+	is_int(raw_client_count(bob2, "<body>m1</body>") + raw_client_count(bob2, "<body>m2</body>"), 0,
+	       "and the acknowledged ones are not");
+	raw_client_send(alice, "<message to='bob@localhost/b' type='chat'><body>m8</body></message>");
+	ok(raw_client_seen(bob2, "<body>m8</body>", 5000), "the resumed session receives new messages");
+
+	/* A second resume while the first connection is up takes over. */
+	struct raw_client *bob3 = authenticated(&s, "bob");
+	raw_client_send(bob3, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='8'/>", bob_id ? bob_id : "");
+	resumed = raw_client_wait(bob3, "<resumed", 5000);
+	ok(resumed != NULL, "resuming again from a third connection works");
+	free(resumed);
+	raw_client_seen(bob2, "never sent", 1000);
+	ok(raw_client_closed(bob2), "and the previous connection is closed");
+	raw_client_free(bob2);
+
+	struct raw_client *stranger = authenticated(&s, "carol");
+	raw_client_send(stranger, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>", bob_id ? bob_id : "");
+	char *failed = raw_client_wait(stranger, "<failed", 5000);
+	has_str(failed, "<item-not-found", "another user cannot resume bob's session");
+	free(failed);
+	raw_client_send(stranger, "<resume xmlns='urn:xmpp:sm:3' previd='bogus' h='0'/>");
+	failed = raw_client_wait(stranger, "<failed", 5000);
+	has_str(failed, "<item-not-found", "an unknown id fails with item-not-found");
+	free(failed);
+	raw_client_free(stranger);
+
+	/* Not resumed in time: the messages go to the offline queue. */
+	struct raw_client *carol = login(&s, "carol", "c");
+	raw_client_send(carol, "<presence/>");
+	char *carol_id = enable(carol, "1");
+	ok(carol_id != NULL, "carol enables resumption with max=1");
+	raw_client_free(carol);
+	ok(wait_log(&s, "carol@localhost/c waits 1 s"), "her session waits one second");
+	for (int i = 1; i <= 3; i++)
+		raw_client_send(alice, "<message to='carol@localhost/c' type='chat'><body>t%d</body></message>", i);
+	ok(wait_log(&s, "carol@localhost/c was not resumed in time"), "it is not resumed in time");
+	carol = login(&s, "carol", "c2");
+	raw_client_send(carol, "<presence/>");
+	ok(raw_client_seen(carol, "<body>t3</body>", 5000), "carol's next login gets the messages");
+	raw_client_sync(carol);
+	missing = count_each(carol, "t", 1, 3, &twice);
+	ok(missing == 0 && twice == 0, "all three, once each");
+	raw_client_free(carol);
+	raw_client_free(bob3);
+
+	/* The promise: acknowledged means on disk, even under kill -9. */
+	const char *env = getenv("PARLEY_CRASH_ROUNDS");
+	int rounds = env ? atoi(env) : 2;
+	enum { CRASH_MESSAGES = 200 };
+	for (int round = 1; round <= rounds; round++) {
+		struct raw_client *sender = login(&s, "alice", "crash");
+		free(enable(sender, NULL));
+		for (int i = 1; i <= CRASH_MESSAGES; i++)
+			raw_client_send(sender, "<message to='dave@localhost' type='chat'>"
+						"<body>r%d-%d</body></message>", round, i);
+		bool all_acked = acked(sender, CRASH_MESSAGES);
+		ph_server_kill(&s);
+		ok(all_acked, "round %d: %d messages to offline dave are acknowledged, then kill -9",
+		   round, CRASH_MESSAGES);
+		raw_client_free(sender);
+		if (!ok(ph_server_start(&s, NULL) == 0, "round %d: parleyd starts again", round))
+			break;
+		struct raw_client *dave = login(&s, "dave", "d");
+		raw_client_send(dave, "<presence/>");
+		char last[48];
+		snprintf(last, sizeof(last), "<body>r%d-%d</body>", round, CRASH_MESSAGES);
+		raw_client_seen(dave, last, 10000);
+		raw_client_sync(dave);
+		char prefix[16];
+		snprintf(prefix, sizeof(prefix), "r%d-", round);
+		missing = count_each(dave, prefix, 1, CRASH_MESSAGES, &twice);
+		diag("crash round %d: %d acknowledged, %d delivered, %d duplicated", round,
+		     CRASH_MESSAGES, CRASH_MESSAGES - missing, twice);
+		is_int(missing, 0, "round %d: none of the acknowledged messages is lost", round);
+		is_int(twice, 0, "round %d: none is delivered twice", round);
+		/* Dave stays for the grace period so that the queue is emptied. */
+		ok(wait_log(&s, "delivered and safe"), "round %d: the queue is emptied", round);
+		raw_client_free(dave);
+	}
+
+	raw_client_free(alice);
+	free(alice_id);
+	free(bob_id);
+	free(carol_id);
+	is_int(ph_server_stop(&s), 0, "the server stops cleanly");
+	ph_server_cleanup(&s);
+	return done_testing();
+}
