@@ -848,7 +848,8 @@ static int on_roster_get(struct pl_event *event, void *userdata)
 				changed[count++] = it;
 			}
 		}
-		qsort(changed, count, sizeof(*changed), compare_versions);
+		if (count)
+			qsort(changed, count, sizeof(*changed), compare_versions);
 		for (size_t i = 0; i < count; i++) {
 			struct pl_xnode *n = public_item(changed[i]);
 			if (!n) {

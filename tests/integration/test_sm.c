@@ -117,8 +117,8 @@ int main(void)
 	free(config);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts with fsync durability"))
 		return done_testing();
-	const char *users[] = { "alice", "bob", "carol", "dave" };
-	for (size_t i = 0; i < 4; i++)
+	const char *users[] = { "alice", "bob", "carol", "dave", "erin" };
+	for (size_t i = 0; i < 5; i++)
 		add_user(&s, users[i]);
 
 	struct raw_client *alice = login(&s, "alice", "a");
@@ -196,6 +196,41 @@ int main(void)
 	ok(missing == 0 && twice == 0, "all three, once each");
 	raw_client_free(carol);
 	raw_client_free(bob3);
+
+	/* A client that could not resume sends its messages again on a new
+	 * stream: those with a known origin-id (XEP-0359) are not routed again,
+	 * whether the recipient is online or offline. */
+	carol = login(&s, "carol", "c3");
+	raw_client_send(carol, "<presence/>");
+	raw_client_sync(carol);
+	for (int pass = 0; pass < 2; pass++) {
+		struct raw_client *resender = login(&s, "alice", "dup");
+		for (int i = 1; i <= 50 + pass; i++) {
+			raw_client_send(resender, "<message to='carol@localhost' type='chat'><body>o%d</body>"
+						  "<origin-id xmlns='urn:xmpp:sid:0' id='origin-%d'/></message>", i, i);
+			raw_client_send(resender, "<message to='erin@localhost' type='chat'><body>e%d</body>"
+						  "<origin-id xmlns='urn:xmpp:sid:0' id='erin-%d'/></message>", i, i);
+		}
+		raw_client_sync(resender);
+		raw_client_free(resender);
+	}
+	raw_client_seen(carol, "<body>o51</body>", 5000);
+	raw_client_sync(carol);
+	missing = count_each(carol, "o", 1, 51, &twice);
+	is_int(missing, 0, "carol (online) gets all 51 messages");
+	is_int(twice, 0, "and none of the 50 sent again a second time");
+	raw_client_free(carol);
+	struct raw_client *erin = login(&s, "erin", "e");
+	raw_client_send(erin, "<presence/>");
+	raw_client_seen(erin, "<body>e51</body>", 5000);
+	raw_client_sync(erin);
+	missing = count_each(erin, "e", 1, 51, &twice);
+	is_int(missing, 0, "erin (offline) gets all 51 from her queue");
+	is_int(twice, 0, "the queue holds no duplicates");
+	raw_client_free(erin);
+	char *log = ph_server_log(&s);
+	has_str(log, "dropped a message sent again", "duplicates are logged");
+	free(log);
 
 	/* The promise: acknowledged means on disk, even under kill -9. */
 	const char *env = getenv("PARLEY_CRASH_ROUNDS");
