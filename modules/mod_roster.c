@@ -728,6 +728,9 @@ static int on_presence_in(struct pl_event *event, void *userdata)
 		}
 	} else if (strcmp(type, "unsubscribe") == 0) {
 		if (it && (it->pending_in || (it->subscription & SUB_FROM))) {
+			/* RFC 6121 3.3.3: the former subscriber sees us go offline. */
+			if (it->subscription & SUB_FROM)
+				send_unavailable_from_resources(r->owner, sender);
 			it->subscription &= ~SUB_FROM;
 			set_pending_in(r, it, false, NULL);
 			changed = deliver = true;
