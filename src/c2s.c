@@ -36,6 +36,8 @@
 #define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
 #define NS_REGISTER "jabber:iq:register"
 #define NS_SM "urn:xmpp:sm:3"
+#define NS_CSI "urn:xmpp:csi:0"
+#define MAX_HELD 1000
 
 struct c2s_conf {
 	char *address;
@@ -144,7 +146,21 @@ struct c2s {
 	size_t unacked_count;
 	struct event *hibernation;      /* connection lost, waiting for a resume; owned */
 	int64_t sm_max_ms;              /* resumption timeout granted */
+	/* XEP-0352: while the client says it is inactive, presence updates
+	 * and other stanzas nobody waits for are held (the latest presence
+	 * per sender only) and go out with the next urgent stanza. Owned. */
+	bool csi_inactive;
+	struct held *held, *held_tail;
+	size_t held_count;
 	struct c2s *prev, *next;
+};
+
+/* A stanza held back for an inactive client. */
+struct held {
+	struct held *next;
+	char *from;             /* presence: its sender, to keep only the latest; owned */
+	size_t len;
+	char data[];
 };
 
 /* A stanza sent but not yet acknowledged: its bytes, to resend on resume
@@ -214,6 +230,7 @@ static void write_node(struct c2s *c, const struct pl_xnode *n)
 }
 
 static void stream_error(struct c2s *c, const char *condition, const char *text);
+static void drop_held(struct c2s *c);
 
 /* ---- stream management (XEP-0198) -------------------------------------------- */
 
@@ -378,6 +395,7 @@ static void remember_directed(struct c2s *c, const char *to)
 
 static void free_stream(struct c2s *c)
 {
+	drop_held(c);
 	free_unacked(c);
 	pl_ack_tracker_detach(c->tracker);
 	if (c->hibernation)
@@ -500,11 +518,95 @@ static struct c2s *from_session(struct pl_session *s)
 	return (struct c2s *)((char *)s - offsetof(struct c2s, session));
 }
 
+/* What an inactive client must still get at once: anything a person or a
+ * program waits for (messages with a body, IQs, errors, friend requests). */
+static bool urgent(const struct pl_xnode *stanza)
+{
+	const char *type = pl_xnode_attr(stanza, "type");
+	if (strcmp(stanza->name, "iq") == 0 || (type && strcmp(type, "error") == 0))
+		return true;
+	if (strcmp(stanza->name, "message") == 0)
+		return pl_xnode_find(stanza, "body", NULL) != NULL;
+	return type && strcmp(type, "unavailable") != 0;
+}
+
+static void flush_held(struct c2s *c)
+{
+	while (c->held) {
+		struct held *h = c->held;
+		c->held = h->next;
+		send_stanza_bytes(c, h->data, h->len);
+		free(h->from);
+		free(h);
+	}
+	c->held_tail = NULL;
+	c->held_count = 0;
+}
+
+static void drop_held(struct c2s *c)
+{
+	while (c->held) {
+		struct held *h = c->held;
+		c->held = h->next;
+		free(h->from);
+		free(h);
+	}
+	c->held_tail = NULL;
+	c->held_count = 0;
+}
+
+static void hold(struct c2s *c, const struct pl_xnode *stanza)
+{
+	const char *from = strcmp(stanza->name, "presence") == 0 ? pl_xnode_attr(stanza, "from")
+								  : NULL;
+	if (from) {
+		/* Only the latest presence of each sender matters. */
+		struct held *previous = NULL;
+		for (struct held *h = c->held; h; previous = h, h = h->next) {
+			if (h->from && strcmp(h->from, from) == 0) {
+				if (previous)
+					previous->next = h->next;
+				else
+					c->held = h->next;
+				if (c->held_tail == h)
+					c->held_tail = previous;
+				free(h->from);
+				free(h);
+				c->held_count--;
+				break;
+			}
+		}
+	}
+	struct pl_buf out = { 0 };
+	pl_xnode_serialize(stanza, PL_NS_CLIENT, &out);
+	struct held *h = pl_malloc(sizeof(*h) + out.len);
+	h->next = NULL;
+	h->from = from ? pl_strdup(from) : NULL;
+	h->len = out.len;
+	memcpy(h->data, out.data, out.len);
+	pl_buf_free(&out);
+	if (c->held_tail)
+		c->held_tail->next = h;
+	else
+		c->held = h;
+	c->held_tail = h;
+	if (++c->held_count > MAX_HELD)
+		flush_held(c);
+}
+
 static void session_deliver(struct pl_session *s, const struct pl_xnode *stanza)
 {
 	struct c2s *c = from_session(s);
-	if (c->state == BOUND)
-		send_stanza(c, stanza);
+	if (c->state != BOUND)
+		return;
+	if (c->csi_inactive) {
+		if (!urgent(stanza)) {
+			hold(c, stanza);
+			return;
+		}
+		flush_held(c);
+	}
+	send_stanza(c, stanza);
 }
 
 static void session_replaced(struct pl_session *s)
@@ -736,7 +838,7 @@ static void send_features(struct c2s *c)
 	if (c->authenticated) {
 		pl_buf_puts(&out, "<bind xmlns='" NS_BIND "'/>"
 				  "<session xmlns='" NS_SESSION "'><optional/></session>"
-				  "<sm xmlns='" NS_SM "'/>");
+				  "<sm xmlns='" NS_SM "'/><csi xmlns='" NS_CSI "'/>");
 		/* Modules add theirs (roster versioning, pre-approval...). */
 		pl_hooks_fire("stream-features/bind", &out);
 	}
@@ -1097,6 +1199,12 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 	old->directed = NULL;
 	old->directed_count = old->directed_cap = 0;
 	old->sm_enabled = old->sm_resumable = false;
+	/* Held stanzas are delivered now: the resumed client starts active. */
+	c->held = old->held;
+	c->held_tail = old->held_tail;
+	c->held_count = old->held_count;
+	old->held = old->held_tail = NULL;
+	old->held_count = 0;
 	free_stream(old);
 	acknowledge(c, (uint32_t)h);
 	char resumed[160];
@@ -1109,6 +1217,7 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 		write_text(c, "<r xmlns='" NS_SM "'/>");
 		c->sm_ack_requested = true;
 	}
+	flush_held(c);
 	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: resumed %s, %zu stanzas resent",
 		       pl_conn_peer_address(c->conn), c->session.full_jid, c->unacked_count);
 }
@@ -1219,6 +1328,14 @@ static void on_element(void *userdata, struct pl_xnode *element)
 			stream_error(c, "not-authorized", "bind a resource first");
 	} else if (strcmp(ns, NS_SM) == 0) {
 		handle_sm(c, element);
+	} else if (strcmp(ns, NS_CSI) == 0) {
+		/* XEP-0352 nonzas: not stanzas, not counted. */
+		if (strcmp(element->name, "inactive") == 0) {
+			c->csi_inactive = true;
+		} else if (strcmp(element->name, "active") == 0) {
+			c->csi_inactive = false;
+			flush_held(c);
+		}
 	} else if (c->sm_enabled) {
 		/* Counted for <a/> only once it is delivered or on disk (ack.h). */
 		pl_ack_begin(c->tracker, ++c->sm_received);
