@@ -316,26 +316,42 @@ static int deliver_entry(void *arg, const void *key, size_t key_len, const void 
 	return 0;
 }
 
+static void deliver_queue(struct pl_session *session);
+
 static int on_broadcast(struct pl_event *event, void *userdata)
 {
 	struct pl_presence_event *e = event->data;
 	/* XEP-0160: at initial presence of non-negative priority. */
-	if (!e->initial || !e->session->available || e->session->priority < 0)
-		return PL_CONTINUE;
-	struct queue *q = queue_get(e->session->bare_jid);
+	if (e->initial && e->session->available && e->session->priority >= 0)
+		deliver_queue(e->session);
+	return PL_CONTINUE;
+}
+
+/* A resumed session (XEP-0198) gets what was queued while it was away. */
+static int on_resumed(struct pl_event *event, void *userdata)
+{
+	struct pl_session *session = event->data;
+	if (session->available && session->priority >= 0)
+		deliver_queue(session);
+	return PL_CONTINUE;
+}
+
+static void deliver_queue(struct pl_session *session)
+{
+	struct queue *q = queue_get(session->bare_jid);
 	if (!q || q->count == 0) {
 		queue_forget_if_empty(q);
-		return PL_CONTINUE;
+		return;
 	}
 	struct delivery *d = pl_calloc(1, sizeof(*d));
-	d->owner = pl_strdup(e->session->bare_jid);
-	d->full_jid = pl_strdup(e->session->full_jid);
-	d->session_id = e->session->id;
+	d->owner = pl_strdup(session->bare_jid);
+	d->full_jid = pl_strdup(session->full_jid);
+	d->session_id = session->id;
 	d->next = deliveries;
 	if (deliveries)
 		deliveries->prev = d;
 	deliveries = d;
-	struct scan scan = { e->session, d, 0 };
+	struct scan scan = { session, d, 0 };
 	struct pl_store_key prefix;
 	make_key(&prefix, d->owner, 0, false);
 	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
@@ -352,7 +368,6 @@ static int on_broadcast(struct pl_event *event, void *userdata)
 		struct timeval tv = { conf.grace_ms / 1000, (conf.grace_ms % 1000) * 1000 };
 		evtimer_add(d->timer, &tv);
 	}
-	return PL_CONTINUE;
 }
 
 static int on_user_deleted(struct pl_event *event, void *userdata)
@@ -380,6 +395,7 @@ static int offline_load(struct pl_module *m, const void *conf_ptr, char **error)
 	pl_hook(m, "message/offline", on_offline_message, NULL, 0);
 	/* After the roster: contacts learn of the login first. */
 	pl_hook(m, "presence/broadcast", on_broadcast, NULL, -10);
+	pl_hook(m, "session/resumed", on_resumed, NULL, 0);
 	pl_hook(m, "user-deleted", on_user_deleted, NULL, 0);
 	return 0;
 }

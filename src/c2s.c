@@ -599,6 +599,14 @@ static void session_deliver(struct pl_session *s, const struct pl_xnode *stanza)
 	struct c2s *c = from_session(s);
 	if (c->state != BOUND)
 		return;
+	if (!c->conn && strcmp(stanza->name, "message") == 0) {
+		/* Hibernating: memory is not a safe place for a message whose
+		 * sender gets an ack, so it goes to the offline queue (on disk),
+		 * which the resumed session or the next login then delivers. */
+		struct pl_offline_event event = { (struct pl_xnode *)stanza, c->session.bare_jid };
+		if (pl_hooks_fire("message/offline", &event) == PL_HANDLED)
+			return;
+	}
 	if (c->csi_inactive) {
 		if (!urgent(stanza)) {
 			hold(c, stanza);
@@ -1218,6 +1226,8 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 		c->sm_ack_requested = true;
 	}
 	flush_held(c);
+	/* Messages that arrived while it was away are in the offline queue. */
+	pl_hooks_fire("session/resumed", &c->session);
 	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: resumed %s, %zu stanzas resent",
 		       pl_conn_peer_address(c->conn), c->session.full_jid, c->unacked_count);
 }

@@ -104,6 +104,8 @@ void pl_router_shutdown(void);
 /* Adds a bound resource; an existing session on the same full JID is
  * replaced first. */
 void pl_router_bind(struct pl_session *session);
+/* c2s fires "session/resumed" (data: the session) when a stream resumes
+ * a session (XEP-0198): modules deliver what they kept for it meanwhile. */
 /* Removes it and fires "session/unbound" (data: the session, no longer in
  * the table) so that modules can drop per-user state. */
 void pl_router_unbind(struct pl_session *session);

@@ -237,6 +237,19 @@ int main(void)
 	int rounds = env ? atoi(env) : 2;
 	enum { CRASH_MESSAGES = 200 };
 	for (int round = 1; round <= rounds; round++) {
+		/* Odd rounds: dave is offline. Even rounds: his resumable
+		 * session lost its connection and waits to be resumed. */
+		bool hibernating = round % 2 == 0;
+		if (hibernating) {
+			char resource[32], waits[64];
+			snprintf(resource, sizeof(resource), "sleepy%d", round);
+			snprintf(waits, sizeof(waits), "dave@localhost/%s waits", resource);
+			struct raw_client *away = login(&s, "dave", resource);
+			raw_client_send(away, "<presence/>");
+			free(enable(away, NULL));
+			raw_client_free(away);
+			ok(wait_log(&s, waits), "round %d: dave's session waits to be resumed", round);
+		}
 		struct raw_client *sender = login(&s, "alice", "crash");
 		free(enable(sender, NULL));
 		for (int i = 1; i <= CRASH_MESSAGES; i++)
@@ -244,8 +257,8 @@ int main(void)
 						"<body>r%d-%d</body></message>", round, i);
 		bool all_acked = acked(sender, CRASH_MESSAGES);
 		ph_server_kill(&s);
-		ok(all_acked, "round %d: %d messages to offline dave are acknowledged, then kill -9",
-		   round, CRASH_MESSAGES);
+		ok(all_acked, "round %d: %d messages to %s dave are acknowledged, then kill -9",
+		   round, CRASH_MESSAGES, hibernating ? "hibernating" : "offline");
 		raw_client_free(sender);
 		if (!ok(ph_server_start(&s, NULL) == 0, "round %d: parleyd starts again", round))
 			break;
