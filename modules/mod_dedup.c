@@ -7,6 +7,7 @@
  * dedup.ids ("sender\0origin-id" -> the time it was seen, u64 BE), so the
  * window survives a restart. A sender's ids are loaded at its first
  * message after a start. */
+#include "counters.h"
 #include "iq_storage.h"
 #include "parley/module.h"
 #include "router.h"
@@ -133,6 +134,7 @@ static int on_stanza_out(struct pl_event *event, void *userdata)
 		struct seen *seen = slot(s, i);
 		if (seen->at >= oldest && strcmp(seen->id, id) == 0) {
 			duplicates_dropped++;
+			pl_counter_add(pl_counter("duplicates-dropped"), 1);
 			pl_module_log(self, 2, "%s: dropped a message sent again (origin-id %s)",
 				      e->origin->full_jid, id);
 			return PL_HANDLED;

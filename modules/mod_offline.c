@@ -12,6 +12,7 @@
  * configured), as are messages marked no-store (XEP-0334) and bare
  * chat-state notifications, which mean nothing later. */
 #include "accounts.h"
+#include "counters.h"
 #include "parley/module.h"
 #include "router.h"
 #include "server.h"
@@ -212,6 +213,7 @@ static int on_offline_message(struct pl_event *event, void *userdata)
 			      e->to, q->count, pl_xnode_attr(e->stanza, "from"));
 		pl_route_error(e->stanza, PL_ERR_RESOURCE_CONSTRAINT,
 			       "the recipient's offline queue is full");
+		pl_counter_add(pl_counter("offline-refused-full"), 1);
 		return PL_HANDLED;
 	}
 	struct pl_xnode *copy = pl_xnode_copy(e->stanza);
@@ -234,6 +236,7 @@ static int on_offline_message(struct pl_event *event, void *userdata)
 	pl_store_put(w, queue_space, key.data, key.len, value.data, value.len);
 	pl_store_write_submit(w, on_stored, pl_strdup(e->to));
 	pl_buf_free(&value);
+	pl_counter_add(pl_counter("offline-stored"), 1);
 	return PL_HANDLED;
 }
 
@@ -361,6 +364,7 @@ static void deliver_queue(struct pl_session *session)
 		pl_store_read_end(read);
 	}
 	pl_module_log(self, 3, "%s: delivered %zu offline messages", d->full_jid, d->count);
+	pl_counter_add(pl_counter("offline-delivered"), d->count);
 	if (conf.grace_ms == 0 || d->count == 0) {
 		forget_delivered(d);
 	} else {

@@ -8,6 +8,7 @@
  * logged with its condition and the peer address. */
 #include "c2s.h"
 #include "ack.h"
+#include "counters.h"
 #include "accounts.h"
 #include "hooks.h"
 #include "jid.h"
@@ -1164,9 +1165,11 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 			       pl_conn_peer_address(c->conn), previd ? previd : "",
 			       old ? "another account's session or a bad h" : "no such session");
 		sm_failed(c, "item-not-found");
+		pl_counter_add(pl_counter("sm-resume-failed"), 1);
 		return;
 	}
 	if (pl_ack_after((uint32_t)h, old->sm_sent)) {
+		pl_counter_add(pl_counter("sm-resume-failed"), 1);
 		sm_failed(c, "unexpected-request");
 		return;
 	}
@@ -1225,6 +1228,8 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 		write_text(c, "<r xmlns='" NS_SM "'/>");
 		c->sm_ack_requested = true;
 	}
+	pl_counter_add(pl_counter("sm-resumed"), 1);
+	pl_counter_add(pl_counter("sm-stanzas-resent"), c->unacked_count);
 	flush_held(c);
 	/* Messages that arrived while it was away are in the offline queue. */
 	pl_hooks_fire("session/resumed", &c->session);
@@ -1427,6 +1432,7 @@ static void on_hibernation_over(evutil_socket_t fd, short what, void *arg)
 		stream_error(c, "resource-constraint", "too many unacknowledged stanzas");
 		return;
 	}
+	pl_counter_add(pl_counter("sm-timeouts"), 1);
 	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s was not resumed in time%s",
 		       c->session.full_jid,
 		       c->unacked_count > (size_t)conf.max_unacked ? " (too many stanzas waiting)" : "");

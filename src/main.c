@@ -8,6 +8,7 @@
 #include "config.h"
 #include "accounts.h"
 #include "c2s.h"
+#include "counters.h"
 #include "router.h"
 #include "ctl/ctl.h"
 #include "hooks.h"
@@ -141,6 +142,7 @@ static void shut_down(struct event **signals, size_t signal_count)
 	pl_server_free_hosts();
 	pl_router_shutdown();
 	pl_hooks_shutdown();
+	pl_counters_shutdown();
 	for (size_t i = 0; i < signal_count; i++)
 		if (signals[i])
 			event_free(signals[i]);

@@ -6,6 +6,7 @@
  * may still be wanted after a half-close), but if it fails or the server
  * stops first, the request is orphaned and its completion only logs and
  * frees it. Runs on the network thread. */
+#include "counters.h"
 #include "ctl/ctl.h"
 #include "autoconfig.h"
 #include "accounts.h"
@@ -285,6 +286,9 @@ static void run_status(struct ctl_connection *c)
 	pl_buf_printf(&body, "store-map-size: %llu\n", (unsigned long long)stats.map_size);
 	pl_buf_printf(&body, "store-used: %llu\n", (unsigned long long)stats.used_bytes);
 	pl_buf_printf(&body, "store-commits: %llu\n", (unsigned long long)stats.commits);
+	for (size_t i = 0; i < pl_counters_count(); i++)
+		pl_buf_printf(&body, "%s: %llu\n", pl_counter_name_at(i),
+			      (unsigned long long)pl_counter_value_at(i));
 	answer(c, "ok", body.data);
 	pl_buf_free(&body);
 }

@@ -232,6 +232,16 @@ int main(void)
 	has_str(log, "dropped a message sent again", "duplicates are logged");
 	free(log);
 
+	const char *status_args[] = { "status", NULL };
+	char *status = NULL;
+	ph_ctl(&s, status_args, NULL, &status, NULL);
+	has_str(status, "sm-resumed: 2\n", "parleyctl status counts the two resumptions");
+	has_str(status, "sm-resume-failed: 2\n", "and the two refused ones");
+	has_str(status, "sm-timeouts: 1\n", "and the session that was not resumed");
+	has_str(status, "duplicates-dropped: 100\n", "and the 100 duplicates dropped");
+	has_str(status, "offline-stored: ", "and offline messages stored");
+	free(status);
+
 	/* The promise: acknowledged means on disk, even under kill -9. */
 	const char *env = getenv("PARLEY_CRASH_ROUNDS");
 	int rounds = env ? atoi(env) : 2;
