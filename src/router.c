@@ -284,15 +284,21 @@ static void message_to_bare(struct pl_xnode *stanza, const char *bare)
 		return;
 	}
 	bool to_all = type && strcmp(type, "chat") == 0;
+	struct pl_session *delivered[64];
+	size_t count = 0;
 	for (struct pl_session *s = pl_router_sessions_of(bare); s; s = s->next_of_user) {
 		if (!s->available || s->priority < 0)
 			continue;
 		if (to_all || s->priority == best) {
 			deliver(s, stanza);
+			if (count < PL_ARRAY_LEN(delivered))
+				delivered[count++] = s;
 			if (!to_all)
 				break;
 		}
 	}
+	struct pl_delivered_event event = { stanza, bare, delivered, count };
+	pl_hooks_fire("message/delivered", &event);
 }
 
 static bool subscription_or_probe(const struct pl_xnode *presence)
@@ -348,6 +354,10 @@ void pl_route(struct pl_xnode *stanza, struct pl_session *origin)
 		struct pl_session *target = pl_router_find(jid.full);
 		if (target) {
 			deliver(target, stanza);
+			if (is_message) {
+				struct pl_delivered_event event = { stanza, jid.bare, &target, 1 };
+				pl_hooks_fire("message/delivered", &event);
+			}
 		} else if (is_message) {
 			message_to_bare(stanza, jid.bare);
 		} else if (is_iq) {

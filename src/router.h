@@ -75,6 +75,15 @@ struct pl_offline_event {
 	const char *to;                 /* the recipient's bare JID */
 };
 
+/* "message/delivered": a message reached these sessions of a local
+ * account (carbons copy it to the others). */
+struct pl_delivered_event {
+	const struct pl_xnode *stanza;  /* borrowed */
+	const char *to;                 /* the account's bare JID */
+	struct pl_session *const *sessions;
+	size_t count;
+};
+
 /* "user/display-name": a human name for an account (the vCard's FN or
  * NICKNAME), for contact search. A handler sets `name` (malloc'd, the
  * caller frees) if it is still NULL. */

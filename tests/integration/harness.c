@@ -79,6 +79,7 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 		"  <c2s address=\"127.0.0.1\" port=\"%d\" tls-port=\"%d\"/>\n"
 		"  <modules path=\"%s/modules/.libs\">\n"
 		"    <module name=\"blocking\"/>\n"
+		"    <module name=\"carbons\"/>\n"
 		"    <module name=\"dedup\"/>\n"
 		"    <module name=\"disco\"/>\n"
 		"    <module name=\"last\"/>\n"

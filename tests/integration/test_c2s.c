@@ -147,6 +147,7 @@ static const struct {
 	{ "jabber:iq:last", "xep-0012" },
 	{ "jabber:iq:search", "xep-0055" },
 	{ "msgoffline", "xep-0160" },
+	{ "urn:xmpp:carbons:2", "xep-0280" },
 	{ "urn:xmpp:blocking", "xep-0191" },
 	{ "jabber:iq:register", "xep-0077" },
 	{ "vcard-temp", "xep-0054" },

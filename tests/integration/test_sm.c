@@ -267,12 +267,15 @@ int main(void)
 						"<body>r%d-%d</body></message>", round, i);
 		bool all_acked = acked(sender, CRASH_MESSAGES);
 		ph_server_kill(&s);
+		is_int(raw_client_count(sender, "type='error'"), 0, "round %d: no message bounced", round);
 		ok(all_acked, "round %d: %d messages to %s dave are acknowledged, then kill -9",
 		   round, CRASH_MESSAGES, hibernating ? "hibernating" : "offline");
 		raw_client_free(sender);
 		if (!ok(ph_server_start(&s, NULL) == 0, "round %d: parleyd starts again", round))
 			break;
-		struct raw_client *dave = login(&s, "dave", "d");
+		char dave_resource[16];
+		snprintf(dave_resource, sizeof(dave_resource), "d%d", round);
+		struct raw_client *dave = login(&s, "dave", dave_resource);
 		raw_client_send(dave, "<presence/>");
 		char last[48];
 		snprintf(last, sizeof(last), "<body>r%d-%d</body>", round, CRASH_MESSAGES);
@@ -283,10 +286,25 @@ int main(void)
 		missing = count_each(dave, prefix, 1, CRASH_MESSAGES, &twice);
 		diag("crash round %d: %d acknowledged, %d delivered, %d duplicated", round,
 		     CRASH_MESSAGES, CRASH_MESSAGES - missing, twice);
+		/* In order: each next one has a higher number. */
+		char needle[24];
+		snprintf(needle, sizeof(needle), "<body>r%d-", round);
+		int previous = 0, out_of_order = 0;
+		char *m;
+		while ((m = raw_client_wait(dave, needle, 0)) != NULL) {
+			int number = atoi(strstr(m, needle) + strlen(needle));
+			out_of_order += number <= previous;
+			previous = number;
+			free(m);
+		}
+		is_int(out_of_order, 0, "round %d: they arrive in the order they were sent", round);
 		is_int(missing, 0, "round %d: none of the acknowledged messages is lost", round);
 		is_int(twice, 0, "round %d: none is delivered twice", round);
 		/* Dave stays for the grace period so that the queue is emptied. */
-		ok(wait_log(&s, "delivered and safe"), "round %d: the queue is emptied", round);
+		char safe[96];
+		snprintf(safe, sizeof(safe), "dave@localhost/%s: %d offline messages delivered and safe",
+			 dave_resource, CRASH_MESSAGES);
+		ok(wait_log(&s, safe), "round %d: the queue is emptied", round);
 		raw_client_free(dave);
 	}
 
