@@ -1,5 +1,5 @@
 /* store-bench: committed writes per second through the store's writer
- * thread with durability fsync, for three shapes of load:
+ * thread (durability fsync unless -D none), for three shapes of load:
  *   single   N one-put write sets, each submitted and waited for (one
  *            commit and its fsyncs per write: the cost of a lone client)
  *   grouped  the same N sets submitted all at once (group commit: writes
@@ -8,8 +8,9 @@
  *            one fsync buys when a set carries many operations)
  * A tool, not a test: it prints one line per case and a final JSON line,
  * and never fails on a time.
- * usage: store-bench [-n COUNT] [-d DIR]   (DIR defaults to a temporary
- * directory under /tmp, removed afterwards) */
+ * usage: store-bench [-n COUNT] [-d DIR] [-D fsync|none]   (DIR defaults
+ * to a temporary directory under /tmp, removed afterwards; -D none shows
+ * what durability costs) */
 #include "store/store.h"
 #include "util.h"
 
@@ -77,14 +78,17 @@ int main(int argc, char **argv)
 {
 	long count = 10000;
 	const char *dir = NULL;
+	bool sync = true;
 	int option;
-	while ((option = getopt(argc, argv, "n:d:")) != -1) {
+	while ((option = getopt(argc, argv, "n:d:D:")) != -1) {
 		if (option == 'n' && atol(optarg) > 0) {
 			count = atol(optarg);
 		} else if (option == 'd') {
 			dir = optarg;
+		} else if (option == 'D' && (strcmp(optarg, "fsync") == 0 || strcmp(optarg, "none") == 0)) {
+			sync = strcmp(optarg, "fsync") == 0;
 		} else {
-			fprintf(stderr, "usage: store-bench [-n COUNT] [-d DIR]\n");
+			fprintf(stderr, "usage: store-bench [-n COUNT] [-d DIR] [-D fsync|none]\n");
 			return 2;
 		}
 	}
@@ -101,7 +105,7 @@ int main(int argc, char **argv)
 	event_add(tick, &one_second);
 	struct pl_store_config config = { .path = dir, .map_size = 64ull << 20,
 					  .max_map_size = 8ull << 30,
-					  .durability = PL_DURABILITY_FSYNC, .max_spaces = 8 };
+					  .durability = sync ? PL_DURABILITY_FSYNC : PL_DURABILITY_NONE, .max_spaces = 8 };
 	struct pl_store *store;
 	char *error = NULL;
 	if (pl_store_create(base, &config, &store, &error) != 0) {
@@ -167,12 +171,12 @@ int main(int argc, char **argv)
 
 	struct pl_store_stats stats;
 	pl_store_stats(store, &stats);
-	printf("{\"bench\":\"store\",\"durability\":\"fsync\",\"n\":%ld,"
+	printf("{\"bench\":\"store\",\"durability\":\"%s\",\"n\":%ld,"
 	       "\"single_writes_per_s\":%.0f,\"single_commits\":%llu,"
 	       "\"grouped_writes_per_s\":%.0f,\"grouped_commits\":%llu,"
 	       "\"batched_writes_per_s\":%.0f,\"batched_sets_per_s\":%.0f,\"batch_ops\":%d,"
 	       "\"grouped_speedup\":%.1f,\"map_size\":%llu,\"used_bytes\":%llu}\n",
-	       count, single, (unsigned long long)single_commits, grouped,
+	       sync ? "fsync" : "none", count, single, (unsigned long long)single_commits, grouped,
 	       (unsigned long long)grouped_commits, batched, (double)count / batched_s, BATCH_OPS,
 	       grouped / single, (unsigned long long)stats.map_size,
 	       (unsigned long long)stats.used_bytes);
