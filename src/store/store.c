@@ -930,6 +930,67 @@ int pl_store_scan(struct pl_store_read *r, struct pl_store_space *space, const v
 	return 0;
 }
 
+int pl_store_scan_reverse(struct pl_store_read *r, struct pl_store_space *space,
+			  const void *prefix, size_t prefix_len, const void *before,
+			  size_t before_len, pl_store_scan_fn fn, void *arg)
+{
+	if (!r->txn || !space)
+		return -EIO;
+	MDB_cursor *cursor;
+	int rc = mdb_cursor_open(r->txn, space->dbi, &cursor);
+	if (rc)
+		return -EIO;
+	/* Position on the first key at or after the bound, then step back:
+	 * the bound is `before`, or else the smallest key after every key
+	 * with the prefix (the prefix with its last byte raised). */
+	uint8_t bound[512];
+	const void *limit = before;
+	size_t limit_len = before_len;
+	if (!before || !before_len) {
+		limit = NULL;
+		limit_len = 0;
+		if (prefix_len && prefix_len <= sizeof(bound)) {
+			memcpy(bound, prefix, prefix_len);
+			size_t n = prefix_len;
+			while (n > 0 && bound[n - 1] == 0xff)
+				n--;
+			if (n > 0) {
+				bound[n - 1]++;
+				limit = bound;
+				limit_len = n;
+			}
+		}
+	}
+	MDB_val key, value;
+	if (limit_len) {
+		key = (MDB_val){ limit_len, (void *)limit };
+		rc = mdb_cursor_get(cursor, &key, &value, MDB_SET_RANGE);
+		rc = rc == 0 ? mdb_cursor_get(cursor, &key, &value, MDB_PREV)
+			     : mdb_cursor_get(cursor, &key, &value, MDB_LAST);
+	} else {
+		rc = mdb_cursor_get(cursor, &key, &value, MDB_LAST);
+	}
+	int result = 0;
+	while (rc == 0) {
+		if (prefix_len &&
+		    (key.mv_size < prefix_len || memcmp(key.mv_data, prefix, prefix_len) != 0))
+			break;
+		result = fn(arg, key.mv_data, key.mv_size, value.mv_data, value.mv_size);
+		if (result)
+			break;
+		rc = mdb_cursor_get(cursor, &key, &value, MDB_PREV);
+	}
+	mdb_cursor_close(cursor);
+	if (result)
+		return result;
+	if (rc && rc != MDB_NOTFOUND) {
+		pl_log(PL_LOG_ERROR, "store", "reverse scan of %s failed: %s", space->name,
+		       mdb_strerror(rc));
+		return -EIO;
+	}
+	return 0;
+}
+
 /* ---- maintenance ------------------------------------------------------------ */
 
 void pl_store_stats(struct pl_store *store, struct pl_store_stats *out)

@@ -101,6 +101,12 @@ typedef int (*pl_store_scan_fn)(void *arg, const void *key, size_t key_len,
 int pl_store_scan(struct pl_store_read *r, struct pl_store_space *space,
 		  const void *prefix, size_t prefix_len,
 		  const void *start, size_t start_len, pl_store_scan_fn fn, void *arg);
+/* The same in descending key order, from the last key < before (before
+ * may be NULL: from the last key with the prefix). For "the latest N"
+ * without reading everything older. */
+int pl_store_scan_reverse(struct pl_store_read *r, struct pl_store_space *space,
+			  const void *prefix, size_t prefix_len, const void *before,
+			  size_t before_len, pl_store_scan_fn fn, void *arg);
 
 /* ---- maintenance --------------------------------------------------------- */
 

@@ -276,6 +276,33 @@ static void test_scans(struct pl_store *store, struct pl_store_space *items)
 	       "a prefix without separator matches longer names too");
 	free(seen);
 
+	{
+		struct pl_buf back = { 0 };
+		struct pl_store_read *rr = pl_store_read_begin(store);
+		pl_store_scan_reverse(rr, items, "bob\0", 4, NULL, 0, collect, &back);
+		pl_buf_puts(&back, "");
+		is_str(back.data, "bob/x3;bob/x2;bob/x10;bob/x1;",
+		       "a reverse scan sees bob's keys from the last, and only his");
+		pl_buf_reset(&back);
+		pl_store_scan_reverse(rr, items, "bob\0", 4, "bob\0x2", 6, collect, &back);
+		pl_buf_puts(&back, "");
+		is_str(back.data, "bob/x10;bob/x1;", "a reverse scan from a bound starts below it");
+		pl_buf_reset(&back);
+		pl_store_scan_reverse(rr, items, "bob\0", 4, "bob\0x15", 7, collect, &back);
+		pl_buf_puts(&back, "");
+		is_str(back.data, "bob/x10;bob/x1;", "a bound between keys starts at the one below");
+		pl_buf_reset(&back);
+		pl_store_scan_reverse(rr, items, "bobby\0", 6, NULL, 0, collect, &back);
+		pl_buf_puts(&back, "");
+		is_str(back.data, "bobby/x1;", "the last prefix of the space is found too");
+		pl_buf_reset(&back);
+		pl_store_scan_reverse(rr, items, "dave\0", 5, NULL, 0, collect, &back);
+		pl_buf_puts(&back, "");
+		is_str(back.data, "", "an unknown prefix finds nothing backwards");
+		pl_store_read_end(rr);
+		pl_buf_free(&back);
+	}
+
 	int count = 0;
 	struct pl_store_read *r = pl_store_read_begin(store);
 	is_int(pl_store_scan(r, items, "bob\0", 4, NULL, 0, stop_at_second, &count), 7,
