@@ -14,8 +14,8 @@
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 
-/* Queries to a user's bare JID are the user's account's (PEP, later), not
- * the server's: only answer for a host itself. */
+/* Queries to a user's bare JID are the account's (on_account_info), not
+ * the server's: only answer for a host itself here. */
 static bool addressed_to_host(const struct pl_xnode *stanza)
 {
 	const char *to = pl_xnode_attr(stanza, "to");
@@ -52,6 +52,28 @@ static int on_info(struct pl_event *event, void *userdata)
 	return PL_HANDLED;
 }
 
+/* disco#info of an account, asked by the account itself: the features
+ * modules serve on the bare JID (archives...), collected through the
+ * "disco/account" hook (data: the <query/> to add <feature/>s to). */
+static int on_account_info(struct pl_event *event, void *userdata)
+{
+	struct pl_iq_event *iq = event->data;
+	const char *to = pl_xnode_attr(iq->stanza, "to");
+	if (!to || !strchr(to, '@') || strchr(to, '/') || !iq->session ||
+	    strcmp(to, iq->session->bare_jid) != 0)
+		return PL_CONTINUE;
+	struct pl_xnode *reply = pl_iq_result(iq->stanza);
+	struct pl_xnode *query = pl_xnode_add_element(reply, "query", NS_DISCO_INFO);
+	struct pl_xnode *identity = pl_xnode_add_element(query, "identity", NULL);
+	pl_xnode_set_attr(identity, "category", "account");
+	pl_xnode_set_attr(identity, "type", "registered");
+	pl_xnode_set_attr(pl_xnode_add_element(query, "feature", NULL), "var", NS_DISCO_INFO);
+	pl_hooks_fire("disco/account", query);
+	pl_route(reply, NULL);
+	pl_xnode_unref(&reply);
+	return PL_HANDLED;
+}
+
 static int on_items(struct pl_event *event, void *userdata)
 {
 	struct pl_iq_event *iq = event->data;
@@ -70,6 +92,7 @@ static int disco_load(struct pl_module *m, const void *conf, char **error)
 	pl_feature(m, NS_DISCO_INFO);
 	pl_feature(m, NS_DISCO_ITEMS);
 	pl_hook(m, "iq/get/" NS_DISCO_INFO, on_info, NULL, 0);
+	pl_hook(m, "iq/get/" NS_DISCO_INFO, on_account_info, NULL, 0);
 	pl_hook(m, "iq/get/" NS_DISCO_ITEMS, on_items, NULL, 0);
 	return 0;
 }

@@ -1,0 +1,720 @@
+/* mod_mam: XEP-0313 message archive management for accounts, the
+ * "message roaming" that lets a phone and a laptop see one history in one
+ * order. Every one-to-one message with a body is stored once in the
+ * archive of each local party, under a per-archive sequence number that
+ * is also its XEP-0359 stanza-id (added to the message the recipient
+ * gets). mam.messages holds "owner\0seq" -> the record; mam.with indexes
+ * "owner\0correspondent\0seq" for conversation queries; mam.meta keeps
+ * each archive's next sequence. Queries take the XEP-0313 form filters
+ * (with, start, end, before-id, after-id, ids) and XEP-0059 paging (max,
+ * after, before, flip-page); a page costs one prefix scan that stops
+ * after max+1 records, forwards or backwards, whatever the archive size.
+ * Archive writes are part of the message's processing, so a stream
+ * management ack for a message means it is archived on disk. */
+#include "accounts.h"
+#include "counters.h"
+#include "iq_storage.h"
+#include "jid.h"
+#include "parley/module.h"
+#include "router.h"
+#include "server.h"
+#include "store/store.h"
+#include "util.h"
+#include "xml/stream.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NS_MAM "urn:xmpp:mam:2"
+#define NS_MAM_EXTENDED "urn:xmpp:mam:2#extended"
+#define NS_SID "urn:xmpp:sid:0"
+#define NS_RSM "http://jabber.org/protocol/rsm"
+#define NS_DATA "jabber:x:data"
+#define NS_FORWARD "urn:xmpp:forward:0"
+#define NS_DELAY "urn:xmpp:delay"
+#define NS_HINTS "urn:xmpp:hints"
+#define NS_RECORD "urn:parley:mam:0"
+
+struct mam_conf {
+	int64_t default_page;
+	int64_t max_page;
+};
+
+static const struct pl_option mam_options[] = {
+	{ "default-page", PL_OPT_INT, "50", 1, 1000, NULL, offsetof(struct mam_conf, default_page),
+	  "messages per page when the client does not say" },
+	{ "max-page", PL_OPT_INT, "250", 1, 10000, NULL, offsetof(struct mam_conf, max_page),
+	  "messages per page at most" },
+	{ NULL }
+};
+
+static struct mam_conf conf;
+static struct pl_module *self;
+static struct pl_store_space *messages_space, *with_space, *meta_space;
+static struct pl_counter *archived;
+
+/* Next sequence number per archive, loaded from mam.meta on first use. */
+struct archive {
+	char *owner;
+	uint64_t next;
+	struct archive *chain;
+};
+#define ARCHIVE_BUCKETS 4096
+static struct archive *archives[ARCHIVE_BUCKETS];
+
+static struct archive *archive_get(const char *owner)
+{
+	struct archive **link = &archives[pl_hash_string(owner) % ARCHIVE_BUCKETS];
+	for (; *link; link = &(*link)->chain)
+		if (strcmp((*link)->owner, owner) == 0)
+			return *link;
+	struct archive *a = pl_calloc(1, sizeof(*a));
+	a->owner = pl_strdup(owner);
+	a->next = 1;
+	size_t key_len;
+	void *key = pl_user_key(owner, "", &key_len);
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	const void *value;
+	size_t value_len;
+	if (read && pl_store_get(read, meta_space, key, key_len, &value, &value_len) == 0 &&
+	    value_len == 8)
+		pl_store_key_read_u64(value, 8, &a->next);
+	if (read)
+		pl_store_read_end(read);
+	free(key);
+	*link = a;
+	return a;
+}
+
+static void message_key(struct pl_store_key *k, const char *owner, uint64_t seq)
+{
+	pl_store_key_init(k);
+	pl_store_key_str(k, owner);
+	pl_store_key_u64(k, seq);
+}
+
+static void with_key(struct pl_store_key *k, const char *owner, const char *with, uint64_t seq,
+		     bool with_seq)
+{
+	pl_store_key_init(k);
+	pl_store_key_str(k, owner);
+	pl_store_key_str(k, with);
+	if (with_seq)
+		pl_store_key_u64(k, seq);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- archiving --------------------------------------------------------------- */
+
+static bool archivable(const struct pl_xnode *message)
+{
+	const char *type = pl_xnode_attr(message, "type");
+	if (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0)
+		return false;
+	return pl_xnode_find(message, "body", NULL) &&
+	       !pl_xnode_find(message, "no-store", NS_HINTS) &&
+	       !pl_xnode_find(message, "no-permanent-store", NS_HINTS);
+}
+
+/* Stores `message` in owner's archive; returns its sequence number. */
+static uint64_t archive_message(const char *owner, const char *with,
+				const struct pl_xnode *message)
+{
+	struct archive *a = archive_get(owner);
+	uint64_t seq = a->next++;
+	struct pl_xnode *record = pl_xnode_new("archived", NS_RECORD);
+	pl_xnode_set_attr(record, "with", with);
+	char at[24];
+	snprintf(at, sizeof(at), "%" PRId64, now_ms());
+	pl_xnode_set_attr(record, "at", at);
+	pl_xnode_add_child(record, pl_xnode_copy(message));
+	struct pl_buf value = { 0 };
+	pl_xnode_serialize(record, NULL, &value);
+	pl_xnode_unref(&record);
+	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+	struct pl_store_key key;
+	message_key(&key, owner, seq);
+	pl_store_put(w, messages_space, key.data, key.len, value.data, value.len);
+	with_key(&key, owner, with, seq, true);
+	if (!key.overflow)
+		pl_store_put(w, with_space, key.data, key.len, "", 0);
+	struct pl_store_key next;
+	pl_store_key_init(&next);
+	pl_store_key_u64(&next, a->next);
+	size_t meta_len;
+	void *meta = pl_user_key(owner, "", &meta_len);
+	pl_store_put(w, meta_space, meta, meta_len, next.data, next.len);
+	free(meta);
+	pl_store_write_submit(w, NULL, NULL);
+	pl_buf_free(&value);
+	pl_counter_add(archived, 1);
+	return seq;
+}
+
+/* Inbound: archived for the recipient, who gets the stanza-id with it.
+ * A stanza-id claiming to be ours is the sender's forgery: removed. */
+static int on_stanza_in(struct pl_event *event, void *userdata)
+{
+	struct pl_route_event *e = event->data;
+	if (strcmp(e->stanza->name, "message") != 0 || !e->to->local || !archivable(e->stanza))
+		return PL_CONTINUE;
+	const char *from = pl_xnode_attr(e->stanza, "from");
+	char *with = from ? pl_jid_normalize_bare(from) : NULL;
+	if (!with || !pl_accounts_exists(e->to->bare)) {
+		free(with);
+		return PL_CONTINUE;
+	}
+	struct pl_xnode *next;
+	for (struct pl_xnode *c = pl_xnode_first_element(e->stanza); c; c = next) {
+		next = pl_xnode_next_element(c);
+		const char *by = pl_xnode_attr(c, "by");
+		if (strcmp(c->name, "stanza-id") == 0 && c->ns && strcmp(c->ns, NS_SID) == 0 && by &&
+		    strcmp(by, e->to->bare) == 0)
+			pl_xnode_detach(c);
+	}
+	uint64_t seq = archive_message(e->to->bare, with, e->stanza);
+	char id[24];
+	snprintf(id, sizeof(id), "%" PRIu64, seq);
+	struct pl_xnode *sid = pl_xnode_add_element(e->stanza, "stanza-id", NS_SID);
+	pl_xnode_set_attr(sid, "by", e->to->bare);
+	pl_xnode_set_attr(sid, "id", id);
+	free(with);
+	return PL_CONTINUE;
+}
+
+/* Outbound: archived for the sender. */
+static int on_stanza_out(struct pl_event *event, void *userdata)
+{
+	struct pl_route_event *e = event->data;
+	if (strcmp(e->stanza->name, "message") != 0 || !archivable(e->stanza))
+		return PL_CONTINUE;
+	archive_message(e->origin->bare_jid, e->to->bare, e->stanza);
+	return PL_CONTINUE;
+}
+
+/* ---- queries ---------------------------------------------------------------- */
+
+struct query {
+	const char *owner;
+	char *with;              /* bare or full JID filter, owned */
+	bool with_full;
+	int64_t start_ms, end_ms;  /* 0: open */
+	size_t max;
+	/* collected records, in scan order */
+	uint64_t *seqs;
+	char **records;          /* owned serialized <archived/> */
+	size_t count, cap;
+	bool more;               /* a record beyond max exists */
+};
+
+static bool record_matches(struct query *q, struct pl_xnode *record)
+{
+	const char *at = pl_xnode_attr(record, "at");
+	int64_t when = at ? strtoll(at, NULL, 10) : 0;
+	if (q->start_ms && when < q->start_ms)
+		return false;
+	if (q->end_ms && when > q->end_ms)
+		return false;
+	if (q->with && q->with_full) {
+		struct pl_xnode *m = pl_xnode_first_element(record);
+		const char *from = m ? pl_xnode_attr(m, "from") : NULL;
+		const char *to = m ? pl_xnode_attr(m, "to") : NULL;
+		if (!(from && strcmp(from, q->with) == 0) && !(to && strcmp(to, q->with) == 0))
+			return false;
+	}
+	return true;
+}
+
+static int take_record(struct query *q, uint64_t seq, const void *value, size_t len)
+{
+	struct pl_xnode *record = pl_xml_parse_element(value, len, NS_RECORD);
+	bool match = record && record_matches(q, record);
+	pl_xnode_unref(&record);
+	if (!match)
+		return 0;
+	if (q->count == q->max) {
+		q->more = true;
+		return 1;
+	}
+	if (q->count == q->cap) {
+		q->cap = q->cap ? q->cap * 2 : 16;
+		q->seqs = pl_realloc(q->seqs, q->cap * sizeof(*q->seqs));
+		q->records = pl_realloc(q->records, q->cap * sizeof(*q->records));
+	}
+	q->seqs[q->count] = seq;
+	q->records[q->count++] = pl_strndup(value, len);
+	return 0;
+}
+
+static bool seq_of_key(const void *key, size_t key_len, uint64_t *seq)
+{
+	return key_len >= 8 && pl_store_key_read_u64((const uint8_t *)key + key_len - 8, 8, seq);
+}
+
+struct scan {
+	struct query *q;
+	struct pl_store_read *read;
+};
+
+static int on_message_key(void *arg, const void *key, size_t key_len, const void *value,
+			  size_t value_len)
+{
+	struct scan *s = arg;
+	uint64_t seq;
+	return seq_of_key(key, key_len, &seq) ? take_record(s->q, seq, value, value_len) : 0;
+}
+
+static int on_with_key(void *arg, const void *key, size_t key_len, const void *value,
+		       size_t value_len)
+{
+	struct scan *s = arg;
+	uint64_t seq;
+	if (!seq_of_key(key, key_len, &seq))
+		return 0;
+	struct pl_store_key k;
+	message_key(&k, s->q->owner, seq);
+	const void *record;
+	size_t record_len;
+	if (pl_store_get(s->read, messages_space, k.data, k.len, &record, &record_len) != 0)
+		return 0;
+	return take_record(s->q, seq, record, record_len);
+}
+
+/* XEP-0082 date-time to unix milliseconds (UTC, optional fraction and
+ * offset); -1 if it is not one. */
+static int64_t parse_datetime(const char *text)
+{
+	struct tm tm = { 0 };
+	int fraction_ms = 0;
+	const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!rest)
+		return -1;
+	if (*rest == '.') {
+		rest++;
+		int digits = 0;
+		while (*rest >= '0' && *rest <= '9') {
+			if (digits < 3)
+				fraction_ms = fraction_ms * 10 + (*rest - '0');
+			digits++;
+			rest++;
+		}
+		for (; digits < 3; digits++)
+			fraction_ms *= 10;
+	}
+	int64_t seconds = (int64_t)timegm(&tm);
+	if (*rest == '+' || *rest == '-') {
+		int hours = 0, minutes = 0;
+		if (sscanf(rest + 1, "%d:%d", &hours, &minutes) != 2)
+			return -1;
+		int64_t offset = (int64_t)hours * 3600 + minutes * 60;
+		seconds += *rest == '+' ? -offset : offset;
+	} else if (*rest != 'Z') {
+		return -1;
+	}
+	return seconds * 1000 + fraction_ms;
+}
+
+static void format_stamp(int64_t ms, char *out, size_t size)
+{
+	time_t seconds = (time_t)(ms / 1000);
+	struct tm utc;
+	gmtime_r(&seconds, &utc);
+	char base[24];
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &utc);
+	snprintf(out, size, "%.20s.%03dZ", base, (int)(ms % 1000));
+}
+
+static bool parse_id(const char *text, uint64_t *seq)
+{
+	char *end = NULL;
+	if (!text || !*text)
+		return false;
+	*seq = strtoull(text, &end, 10);
+	return end && *end == '\0' && *seq > 0;
+}
+
+static bool record_exists(struct pl_store_read *read, const char *owner, uint64_t seq)
+{
+	struct pl_store_key k;
+	message_key(&k, owner, seq);
+	const void *value;
+	size_t len;
+	return pl_store_get(read, messages_space, k.data, k.len, &value, &len) == 0;
+}
+
+static char *field_value(const struct pl_xnode *form, const char *var)
+{
+	for (struct pl_xnode *f = pl_xnode_first_element(form); f; f = pl_xnode_next_element(f)) {
+		const char *name = pl_xnode_attr(f, "var");
+		if (name && strcmp(name, var) == 0) {
+			struct pl_xnode *v = pl_xnode_find(f, "value", NULL);
+			return v ? pl_xnode_text(v) : NULL;
+		}
+	}
+	return NULL;
+}
+
+static void send_result(struct pl_session *to, const char *query_id, uint64_t seq,
+			const char *record_text)
+{
+	struct pl_xnode *record = pl_xml_parse_element(record_text, strlen(record_text), NS_RECORD);
+	struct pl_xnode *original = record ? pl_xnode_first_element(record) : NULL;
+	if (!original) {
+		pl_xnode_unref(&record);
+		return;
+	}
+	struct pl_xnode *m = pl_xnode_new("message", PL_NS_CLIENT);
+	pl_xnode_set_attr(m, "to", to->full_jid);
+	pl_xnode_set_attr(m, "from", to->bare_jid);
+	struct pl_xnode *result = pl_xnode_add_element(m, "result", NS_MAM);
+	if (query_id)
+		pl_xnode_set_attr(result, "queryid", query_id);
+	char id[24];
+	snprintf(id, sizeof(id), "%" PRIu64, seq);
+	pl_xnode_set_attr(result, "id", id);
+	struct pl_xnode *forwarded = pl_xnode_add_element(result, "forwarded", NS_FORWARD);
+	struct pl_xnode *delay = pl_xnode_add_element(forwarded, "delay", NS_DELAY);
+	const char *at = pl_xnode_attr(record, "at");
+	char stamp[40];
+	format_stamp(at ? strtoll(at, NULL, 10) : 0, stamp, sizeof(stamp));
+	pl_xnode_set_attr(delay, "stamp", stamp);
+	pl_xnode_add_child(forwarded, pl_xnode_copy(original));
+	to->deliver(to, m);
+	pl_xnode_unref(&m);
+	pl_xnode_unref(&record);
+}
+
+static int on_query(struct pl_event *event, void *userdata)
+{
+	struct pl_iq_event *iq = event->data;
+	const char *to = pl_xnode_attr(iq->stanza, "to");
+	if (!iq->session || (to && strcmp(to, iq->session->bare_jid) != 0))
+		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
+	struct pl_xnode *request = pl_xnode_find(iq->stanza, "query", NS_MAM);
+	struct pl_xnode *form = pl_xnode_find(request, "x", NS_DATA);
+	struct pl_xnode *set = pl_xnode_find(request, "set", NS_RSM);
+	const char *query_id = pl_xnode_attr(request, "queryid");
+	struct query q = { .owner = iq->session->bare_jid, .max = (size_t)conf.default_page };
+	int result = PL_HANDLED;
+	char *with = form ? field_value(form, "with") : NULL;
+	char *start = form ? field_value(form, "start") : NULL;
+	char *end = form ? field_value(form, "end") : NULL;
+	char *after_id = form ? field_value(form, "after-id") : NULL;
+	char *before_id = form ? field_value(form, "before-id") : NULL;
+	char *rsm_after = NULL, *rsm_before = NULL;
+	if (set) {
+		struct pl_xnode *n = pl_xnode_find(set, "max", NULL);
+		if (n) {
+			char *text = pl_xnode_text(n);
+			long long max = atoll(text);
+			free(text);
+			if (max >= 0)
+				q.max = (size_t)(max > conf.max_page ? conf.max_page : max);
+		}
+		n = pl_xnode_find(set, "after", NULL);
+		rsm_after = n ? pl_xnode_text(n) : NULL;
+		n = pl_xnode_find(set, "before", NULL);
+		if (n)
+			rsm_before = pl_xnode_text(n); /* empty: the last page */
+	}
+	bool flip = pl_xnode_find(request, "flip-page", NULL) != NULL;
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	uint64_t after_seq = 0, before_seq = 0, seq;
+	if (with) {
+		struct pl_jid jid;
+		if (pl_jid_parse(with, &jid) != PL_JID_OK) {
+			result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
+		} else {
+			q.with = pl_strdup(jid.resource ? jid.full : jid.bare);
+			q.with_full = jid.resource != NULL;
+			pl_jid_free(&jid);
+		}
+	}
+	if (!PL_HOOK_IS_ERROR(result) && start && (q.start_ms = parse_datetime(start)) < 0)
+		result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
+	if (!PL_HOOK_IS_ERROR(result) && end && (q.end_ms = parse_datetime(end)) < 0)
+		result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
+	/* Ids the client names must exist (XEP-0313 4.1.5: item-not-found). */
+	const char *after_text = rsm_after && *rsm_after ? rsm_after : after_id;
+	const char *before_text = rsm_before && *rsm_before ? rsm_before : before_id;
+	if (!PL_HOOK_IS_ERROR(result) && after_text &&
+	    (!parse_id(after_text, &after_seq) || !record_exists(read, q.owner, after_seq)))
+		result = PL_HOOK_ERROR(PL_ERR_ITEM_NOT_FOUND);
+	if (!PL_HOOK_IS_ERROR(result) && before_text &&
+	    (!parse_id(before_text, &before_seq) || !record_exists(read, q.owner, before_seq)))
+		result = PL_HOOK_ERROR(PL_ERR_ITEM_NOT_FOUND);
+	char **ids = NULL;
+	size_t id_count = 0;
+	if (!PL_HOOK_IS_ERROR(result) && form) {
+		/* XEP-0313 #extended: ids, a list of archive ids. */
+		for (struct pl_xnode *f = pl_xnode_first_element(form); f; f = pl_xnode_next_element(f)) {
+			const char *var = pl_xnode_attr(f, "var");
+			if (!var || strcmp(var, "ids") != 0)
+				continue;
+			for (struct pl_xnode *v = pl_xnode_first_element(f); v; v = pl_xnode_next_element(v)) {
+				ids = pl_realloc(ids, (id_count + 1) * sizeof(*ids));
+				ids[id_count++] = pl_xnode_text(v);
+			}
+		}
+	}
+	bool backwards = rsm_before != NULL;
+	struct scan scan = { &q, read };
+	if (PL_HOOK_IS_ERROR(result)) {
+		/* answered below */
+	} else if (ids) {
+		for (size_t i = 0; i < id_count; i++) {
+			struct pl_store_key k;
+			const void *value;
+			size_t len;
+			if (!parse_id(ids[i], &seq)) {
+				result = PL_HOOK_ERROR(PL_ERR_ITEM_NOT_FOUND);
+				break;
+			}
+			message_key(&k, q.owner, seq);
+			if (pl_store_get(read, messages_space, k.data, k.len, &value, &len) != 0) {
+				result = PL_HOOK_ERROR(PL_ERR_ITEM_NOT_FOUND);
+				break;
+			}
+			take_record(&q, seq, value, len);
+		}
+	} else {
+		struct pl_store_key prefix, bound;
+		pl_store_key_init(&bound);
+		struct pl_space_choice {
+			struct pl_store_space *space;
+			pl_store_scan_fn fn;
+		} choice = { q.with ? with_space : messages_space,
+			     q.with ? on_with_key : on_message_key };
+		if (q.with) {
+			char *bare = pl_jid_normalize_bare(q.with);
+			with_key(&prefix, q.owner, bare, 0, false);
+			if (!backwards)
+				with_key(&bound, q.owner, bare, after_seq + 1, true);
+			else
+				with_key(&bound, q.owner, bare, before_seq ? before_seq : 0, before_seq != 0);
+			free(bare);
+		} else {
+			pl_store_key_init(&prefix);
+			pl_store_key_str(&prefix, q.owner);
+			if (!backwards)
+				message_key(&bound, q.owner, after_seq + 1);
+			else if (before_seq)
+				message_key(&bound, q.owner, before_seq);
+		}
+		if (prefix.overflow || bound.overflow) {
+			result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
+		} else if (!backwards) {
+			/* before-id in the form bounds a forward page. */
+			pl_store_scan(read, choice.space, prefix.data, prefix.len, bound.data, bound.len,
+				      choice.fn, &scan);
+			if (before_seq) {
+				while (q.count && q.seqs[q.count - 1] >= before_seq) {
+					free(q.records[--q.count]);
+					q.more = false;
+				}
+			}
+		} else {
+			pl_store_scan_reverse(read, choice.space, prefix.data, prefix.len,
+					      before_seq ? bound.data : NULL, before_seq ? bound.len : 0,
+					      choice.fn, &scan);
+			/* Collected newest first: put the page in archive order. */
+			for (size_t i = 0; i < q.count / 2; i++) {
+				size_t j = q.count - 1 - i;
+				uint64_t s = q.seqs[i];
+				q.seqs[i] = q.seqs[j];
+				q.seqs[j] = s;
+				char *r = q.records[i];
+				q.records[i] = q.records[j];
+				q.records[j] = r;
+			}
+		}
+	}
+	pl_store_read_end(read);
+	if (!PL_HOOK_IS_ERROR(result)) {
+		for (size_t k = 0; k < q.count; k++) {
+			size_t i = flip ? q.count - 1 - k : k;
+			send_result(iq->session, query_id, q.seqs[i], q.records[i]);
+		}
+		struct pl_xnode *reply = pl_iq_result(iq->stanza);
+		struct pl_xnode *fin = pl_xnode_add_element(reply, "fin", NS_MAM);
+		if (!q.more)
+			pl_xnode_set_attr(fin, "complete", "true");
+		struct pl_xnode *page = pl_xnode_add_element(fin, "set", NS_RSM);
+		if (q.count) {
+			char id[24];
+			snprintf(id, sizeof(id), "%" PRIu64, q.seqs[flip ? q.count - 1 : 0]);
+			pl_xnode_add_text(pl_xnode_add_element(page, "first", NULL), id, strlen(id));
+			snprintf(id, sizeof(id), "%" PRIu64, q.seqs[flip ? 0 : q.count - 1]);
+			pl_xnode_add_text(pl_xnode_add_element(page, "last", NULL), id, strlen(id));
+		}
+		pl_route(reply, NULL);
+		pl_xnode_unref(&reply);
+	}
+	for (size_t i = 0; i < q.count; i++)
+		free(q.records[i]);
+	free(q.records);
+	free(q.seqs);
+	for (size_t i = 0; i < id_count; i++)
+		free(ids[i]);
+	free(ids);
+	free(q.with);
+	free(with);
+	free(start);
+	free(end);
+	free(after_id);
+	free(before_id);
+	free(rsm_after);
+	free(rsm_before);
+	return result;
+}
+
+/* The query form (XEP-0313 4.1.1). */
+static int on_form(struct pl_event *event, void *userdata)
+{
+	struct pl_iq_event *iq = event->data;
+	if (!pl_xnode_find(iq->stanza, "query", NS_MAM))
+		return PL_CONTINUE;
+	if (!iq->session)
+		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
+	struct pl_xnode *reply = pl_iq_result(iq->stanza);
+	struct pl_xnode *query = pl_xnode_add_element(reply, "query", NS_MAM);
+	struct pl_xnode *form = pl_xnode_add_element(query, "x", NS_DATA);
+	pl_xnode_set_attr(form, "type", "form");
+	static const char *const fields[][2] = {
+		{ "FORM_TYPE", "hidden" }, { "with", "jid-single" },  { "start", "text-single" },
+		{ "end", "text-single" },  { "before-id", "text-single" }, { "after-id", "text-single" },
+		{ "ids", "list-multi" },
+	};
+	for (size_t i = 0; i < PL_ARRAY_LEN(fields); i++) {
+		struct pl_xnode *f = pl_xnode_add_element(form, "field", NULL);
+		pl_xnode_set_attr(f, "var", fields[i][0]);
+		pl_xnode_set_attr(f, "type", fields[i][1]);
+		if (i == 0)
+			pl_xnode_add_text(pl_xnode_add_element(f, "value", NULL), NS_MAM, strlen(NS_MAM));
+	}
+	pl_route(reply, NULL);
+	pl_xnode_unref(&reply);
+	return PL_HANDLED;
+}
+
+struct edge {
+	uint64_t seq;
+	int64_t at;
+};
+
+static int take_edge(void *arg, const void *key, size_t key_len, const void *value,
+		     size_t value_len)
+{
+	struct edge *e = arg;
+	struct pl_xnode *record = pl_xml_parse_element(value, value_len, NS_RECORD);
+	const char *at = record ? pl_xnode_attr(record, "at") : NULL;
+	e->at = at ? strtoll(at, NULL, 10) : 0;
+	pl_xnode_unref(&record);
+	return seq_of_key(key, key_len, &e->seq) ? 1 : 0;
+}
+
+/* XEP-0313 metadata: the first and last message of the archive. */
+static int on_metadata(struct pl_event *event, void *userdata)
+{
+	struct pl_iq_event *iq = event->data;
+	if (!pl_xnode_find(iq->stanza, "metadata", NS_MAM))
+		return PL_CONTINUE;
+	if (!iq->session)
+		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
+	struct pl_store_key prefix;
+	pl_store_key_init(&prefix);
+	pl_store_key_str(&prefix, iq->session->bare_jid);
+	struct edge first = { 0, 0 }, last = { 0, 0 };
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	pl_store_scan(read, messages_space, prefix.data, prefix.len, NULL, 0, take_edge, &first);
+	pl_store_scan_reverse(read, messages_space, prefix.data, prefix.len, NULL, 0, take_edge, &last);
+	pl_store_read_end(read);
+	struct pl_xnode *reply = pl_iq_result(iq->stanza);
+	struct pl_xnode *metadata = pl_xnode_add_element(reply, "metadata", NS_MAM);
+	if (first.seq) {
+		struct edge *edges[] = { &first, &last };
+		const char *names[] = { "start", "end" };
+		for (size_t i = 0; i < 2; i++) {
+			struct pl_xnode *n = pl_xnode_add_element(metadata, names[i], NULL);
+			char id[24], stamp[40];
+			snprintf(id, sizeof(id), "%" PRIu64, edges[i]->seq);
+			format_stamp(edges[i]->at, stamp, sizeof(stamp));
+			pl_xnode_set_attr(n, "id", id);
+			pl_xnode_set_attr(n, "timestamp", stamp);
+		}
+	}
+	pl_route(reply, NULL);
+	pl_xnode_unref(&reply);
+	return PL_HANDLED;
+}
+
+/* Account features for disco#info on the user's own bare JID. */
+static int on_account_features(struct pl_event *event, void *userdata)
+{
+	struct pl_xnode *query = event->data;
+	pl_xnode_set_attr(pl_xnode_add_element(query, "feature", NULL), "var", NS_MAM);
+	pl_xnode_set_attr(pl_xnode_add_element(query, "feature", NULL), "var", NS_MAM_EXTENDED);
+	return PL_CONTINUE;
+}
+
+static int on_user_deleted(struct pl_event *event, void *userdata)
+{
+	struct archive **link = &archives[pl_hash_string(event->data) % ARCHIVE_BUCKETS];
+	for (; *link; link = &(*link)->chain) {
+		if (strcmp((*link)->owner, event->data) == 0) {
+			struct archive *gone = *link;
+			*link = gone->chain;
+			free(gone->owner);
+			free(gone);
+			break;
+		}
+	}
+	return PL_CONTINUE;
+}
+
+static int mam_load(struct pl_module *m, const void *conf_ptr, char **error)
+{
+	conf = *(const struct mam_conf *)conf_ptr;
+	self = m;
+	messages_space = pl_store_open(m, "messages");
+	with_space = pl_store_open(m, "with");
+	meta_space = pl_store_open(m, "meta");
+	if (!messages_space || !with_space || !meta_space)
+		return pl_error(error, -EIO, "cannot open the archive's store spaces");
+	memset(archives, 0, sizeof(archives));
+	archived = pl_counter("archived-messages");
+	pl_hook(m, "iq/set/" NS_MAM, on_query, NULL, 0);
+	pl_hook(m, "iq/get/" NS_MAM, on_form, NULL, 0);
+	pl_hook(m, "iq/get/" NS_MAM, on_metadata, NULL, 10);
+	/* After blocking (100) and de-duplication (50): only what is routed. */
+	pl_hook(m, "stanza/in", on_stanza_in, NULL, 10);
+	pl_hook(m, "stanza/out", on_stanza_out, NULL, 10);
+	pl_hook(m, "disco/account", on_account_features, NULL, 0);
+	pl_hook(m, "user-deleted", on_user_deleted, NULL, 0);
+	return 0;
+}
+
+static void mam_unload(struct pl_module *m)
+{
+	for (size_t b = 0; b < ARCHIVE_BUCKETS; b++) {
+		while (archives[b]) {
+			struct archive *a = archives[b];
+			archives[b] = a->chain;
+			free(a->owner);
+			free(a);
+		}
+	}
+}
+
+PL_MODULE(mam, .version = "0.1", .options = mam_options, .conf_size = sizeof(struct mam_conf),
+	  .load = mam_load, .unload = mam_unload);
