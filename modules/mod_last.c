@@ -96,7 +96,7 @@ static int on_get(struct pl_event *event, void *userdata)
 	bool allowed = asker && strcmp(asker, to) == 0;
 	if (asker && !allowed) {
 		/* Only those who may see the user's presence (XEP-0012 4). */
-		struct pl_subscription_query query = { to, asker, false };
+		struct pl_subscription_query query = { to, asker, false, false };
 		pl_hooks_fire("roster/subscribed", &query);
 		allowed = query.subscribed;
 	}

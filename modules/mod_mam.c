@@ -12,6 +12,7 @@
  * Archive writes are part of the message's processing, so a stream
  * management ack for a message means it is archived on disk. */
 #include "accounts.h"
+#include "hooks.h"
 #include "counters.h"
 #include "iq_storage.h"
 #include "jid.h"
@@ -39,9 +40,13 @@
 #define NS_HINTS "urn:xmpp:hints"
 #define NS_RECORD "urn:parley:mam:0"
 
+enum policy { POLICY_ALWAYS, POLICY_NEVER, POLICY_ROSTER };
+static const char *const policy_names[] = { "always", "never", "roster", NULL };
+
 struct mam_conf {
 	int64_t default_page;
 	int64_t max_page;
+	int default_policy;
 };
 
 static const struct pl_option mam_options[] = {
@@ -49,20 +54,70 @@ static const struct pl_option mam_options[] = {
 	  "messages per page when the client does not say" },
 	{ "max-page", PL_OPT_INT, "250", 1, 10000, NULL, offsetof(struct mam_conf, max_page),
 	  "messages per page at most" },
+	{ "default-policy", PL_OPT_ENUM, "always", 0, 0, policy_names,
+	  offsetof(struct mam_conf, default_policy),
+	  "what is archived for users who did not choose (XEP-0441)" },
 	{ NULL }
 };
 
 static struct mam_conf conf;
 static struct pl_module *self;
-static struct pl_store_space *messages_space, *with_space, *meta_space;
+static struct pl_store_space *messages_space, *with_space, *meta_space, *prefs_space;
 static struct pl_counter *archived;
 
-/* Next sequence number per archive, loaded from mam.meta on first use. */
+/* Next sequence number and preferences per archive, loaded on first use. */
 struct archive {
 	char *owner;
 	uint64_t next;
+	int policy;                /* enum policy */
+	struct pl_string_list always, never;  /* bare JIDs, owned */
 	struct archive *chain;
 };
+
+static void free_list(struct pl_string_list *l)
+{
+	for (size_t i = 0; i < l->count; i++)
+		free(l->items[i]);
+	free(l->items);
+	l->items = NULL;
+	l->count = 0;
+}
+
+static void archive_free(struct archive *a)
+{
+	free_list(&a->always);
+	free_list(&a->never);
+	free(a->owner);
+	free(a);
+}
+
+static void read_list(const struct pl_xnode *prefs, const char *name, struct pl_string_list *out)
+{
+	struct pl_xnode *list = pl_xnode_find(prefs, name, NULL);
+	for (struct pl_xnode *j = list ? pl_xnode_first_element(list) : NULL; j;
+	     j = pl_xnode_next_element(j)) {
+		char *text = pl_xnode_text(j);
+		char *bare = pl_jid_normalize_bare(text);
+		free(text);
+		if (!bare)
+			continue;
+		out->items = pl_realloc(out->items, (out->count + 1) * sizeof(*out->items));
+		out->items[out->count++] = bare;
+	}
+}
+
+static void apply_prefs(struct archive *a, const struct pl_xnode *prefs)
+{
+	free_list(&a->always);
+	free_list(&a->never);
+	const char *policy = pl_xnode_attr(prefs, "default");
+	a->policy = conf.default_policy;
+	for (int i = 0; policy && policy_names[i]; i++)
+		if (strcmp(policy, policy_names[i]) == 0)
+			a->policy = i;
+	read_list(prefs, "always", &a->always);
+	read_list(prefs, "never", &a->never);
+}
 #define ARCHIVE_BUCKETS 4096
 static struct archive *archives[ARCHIVE_BUCKETS];
 
@@ -83,6 +138,13 @@ static struct archive *archive_get(const char *owner)
 	if (read && pl_store_get(read, meta_space, key, key_len, &value, &value_len) == 0 &&
 	    value_len == 8)
 		pl_store_key_read_u64(value, 8, &a->next);
+	a->policy = conf.default_policy;
+	if (read && pl_store_get(read, prefs_space, key, key_len, &value, &value_len) == 0) {
+		struct pl_xnode *prefs = pl_xml_parse_element(value, value_len, NS_MAM);
+		if (prefs)
+			apply_prefs(a, prefs);
+		pl_xnode_unref(&prefs);
+	}
 	if (read)
 		pl_store_read_end(read);
 	free(key);
@@ -124,6 +186,29 @@ static bool archivable(const struct pl_xnode *message)
 	return pl_xnode_find(message, "body", NULL) &&
 	       !pl_xnode_find(message, "no-store", NS_HINTS) &&
 	       !pl_xnode_find(message, "no-permanent-store", NS_HINTS);
+}
+
+static bool listed(const struct pl_string_list *l, const char *jid)
+{
+	for (size_t i = 0; i < l->count; i++)
+		if (strcmp(l->items[i], jid) == 0)
+			return true;
+	return false;
+}
+
+/* XEP-0441: does the owner want messages with `with` archived? */
+static bool wanted(const char *owner, const char *with)
+{
+	struct archive *a = archive_get(owner);
+	if (listed(&a->never, with))
+		return false;
+	if (listed(&a->always, with) || a->policy == POLICY_ALWAYS)
+		return true;
+	if (a->policy == POLICY_NEVER)
+		return false;
+	struct pl_subscription_query query = { owner, with, false, false };
+	pl_hooks_fire("roster/subscribed", &query);
+	return query.in_roster;
 }
 
 /* Stores `message` in owner's archive; returns its sequence number. */
@@ -182,6 +267,10 @@ static int on_stanza_in(struct pl_event *event, void *userdata)
 		    strcmp(by, e->to->bare) == 0)
 			pl_xnode_detach(c);
 	}
+	if (!wanted(e->to->bare, with)) {
+		free(with);
+		return PL_CONTINUE;
+	}
 	uint64_t seq = archive_message(e->to->bare, with, e->stanza);
 	char id[24];
 	snprintf(id, sizeof(id), "%" PRIu64, seq);
@@ -196,7 +285,8 @@ static int on_stanza_in(struct pl_event *event, void *userdata)
 static int on_stanza_out(struct pl_event *event, void *userdata)
 {
 	struct pl_route_event *e = event->data;
-	if (strcmp(e->stanza->name, "message") != 0 || !archivable(e->stanza))
+	if (strcmp(e->stanza->name, "message") != 0 || !archivable(e->stanza) ||
+	    !wanted(e->origin->bare_jid, e->to->bare))
 		return PL_CONTINUE;
 	archive_message(e->origin->bare_jid, e->to->bare, e->stanza);
 	return PL_CONTINUE;
@@ -397,6 +487,8 @@ static void send_result(struct pl_session *to, const char *query_id, uint64_t se
 static int on_query(struct pl_event *event, void *userdata)
 {
 	struct pl_iq_event *iq = event->data;
+	if (!pl_xnode_find(iq->stanza, "query", NS_MAM))
+		return PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
 	const char *to = pl_xnode_attr(iq->stanza, "to");
 	if (!iq->session || (to && strcmp(to, iq->session->bare_jid) != 0))
 		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
@@ -658,6 +750,62 @@ static int on_metadata(struct pl_event *event, void *userdata)
 	return PL_HANDLED;
 }
 
+static struct pl_xnode *prefs_element(const struct archive *a)
+{
+	struct pl_xnode *prefs = pl_xnode_new("prefs", NS_MAM);
+	pl_xnode_set_attr(prefs, "default", policy_names[a->policy]);
+	const struct pl_string_list *lists[] = { &a->always, &a->never };
+	const char *names[] = { "always", "never" };
+	for (size_t i = 0; i < 2; i++) {
+		struct pl_xnode *list = pl_xnode_add_element(prefs, names[i], NULL);
+		for (size_t j = 0; j < lists[i]->count; j++)
+			pl_xnode_add_text(pl_xnode_add_element(list, "jid", NULL), lists[i]->items[j],
+					  strlen(lists[i]->items[j]));
+	}
+	return prefs;
+}
+
+/* XEP-0441 preferences: read them, or replace them (answered once on disk). */
+static int on_prefs(struct pl_event *event, void *userdata)
+{
+	struct pl_iq_event *iq = event->data;
+	struct pl_xnode *request = pl_xnode_find(iq->stanza, "prefs", NS_MAM);
+	if (!request)
+		return PL_CONTINUE;
+	const char *to = pl_xnode_attr(iq->stanza, "to");
+	if (!iq->session || (to && strcmp(to, iq->session->bare_jid) != 0))
+		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
+	struct archive *a = archive_get(iq->session->bare_jid);
+	if (strcmp(pl_xnode_attr(iq->stanza, "type"), "get") == 0) {
+		struct pl_xnode *reply = pl_iq_result(iq->stanza);
+		pl_xnode_add_child(reply, prefs_element(a));
+		pl_route(reply, NULL);
+		pl_xnode_unref(&reply);
+		return PL_HANDLED;
+	}
+	const char *policy = pl_xnode_attr(request, "default");
+	bool known = false;
+	for (int i = 0; policy && policy_names[i]; i++)
+		known |= strcmp(policy, policy_names[i]) == 0;
+	if (!known)
+		return PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
+	apply_prefs(a, request);
+	struct pl_xnode *stored = prefs_element(a);
+	size_t key_len;
+	void *key = pl_user_key(a->owner, "", &key_len);
+	/* The answer (the preferences now in force) goes out after the commit. */
+	struct pl_xnode *reply_to = pl_xnode_copy(iq->stanza);
+	struct pl_buf value = { 0 };
+	pl_xnode_serialize(stored, NULL, &value);
+	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+	pl_store_put(w, prefs_space, key, key_len, value.data, value.len);
+	pl_store_write_submit(w, pl_iq_reply_when_stored, reply_to);
+	pl_buf_free(&value);
+	pl_xnode_unref(&stored);
+	free(key);
+	return PL_HANDLED;
+}
+
 /* Account features for disco#info on the user's own bare JID. */
 static int on_account_features(struct pl_event *event, void *userdata)
 {
@@ -674,8 +822,7 @@ static int on_user_deleted(struct pl_event *event, void *userdata)
 		if (strcmp((*link)->owner, event->data) == 0) {
 			struct archive *gone = *link;
 			*link = gone->chain;
-			free(gone->owner);
-			free(gone);
+			archive_free(gone);
 			break;
 		}
 	}
@@ -689,13 +836,16 @@ static int mam_load(struct pl_module *m, const void *conf_ptr, char **error)
 	messages_space = pl_store_open(m, "messages");
 	with_space = pl_store_open(m, "with");
 	meta_space = pl_store_open(m, "meta");
-	if (!messages_space || !with_space || !meta_space)
+	prefs_space = pl_store_open(m, "prefs");
+	if (!messages_space || !with_space || !meta_space || !prefs_space)
 		return pl_error(error, -EIO, "cannot open the archive's store spaces");
 	memset(archives, 0, sizeof(archives));
 	archived = pl_counter("archived-messages");
 	pl_hook(m, "iq/set/" NS_MAM, on_query, NULL, 0);
 	pl_hook(m, "iq/get/" NS_MAM, on_form, NULL, 0);
 	pl_hook(m, "iq/get/" NS_MAM, on_metadata, NULL, 10);
+	pl_hook(m, "iq/get/" NS_MAM, on_prefs, NULL, 20);
+	pl_hook(m, "iq/set/" NS_MAM, on_prefs, NULL, 20);
 	/* After blocking (100) and de-duplication (50): only what is routed. */
 	pl_hook(m, "stanza/in", on_stanza_in, NULL, 10);
 	pl_hook(m, "stanza/out", on_stanza_out, NULL, 10);
@@ -710,8 +860,7 @@ static void mam_unload(struct pl_module *m)
 		while (archives[b]) {
 			struct archive *a = archives[b];
 			archives[b] = a->chain;
-			free(a->owner);
-			free(a);
+			archive_free(a);
 		}
 	}
 }

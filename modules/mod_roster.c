@@ -1028,6 +1028,7 @@ static int on_subscription_query(struct pl_event *event, void *userdata)
 	struct roster *r = roster_get(q->owner);
 	struct item *it = r ? roster_find(r, q->contact) : NULL;
 	q->subscribed = it && (it->subscription & SUB_FROM);
+	q->in_roster = it && it->listed;
 	roster_release(r);
 	return PL_HANDLED;
 }

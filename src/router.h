@@ -65,6 +65,7 @@ struct pl_subscription_query {
 	const char *owner;              /* local bare JID */
 	const char *contact;            /* bare JID */
 	bool subscribed;
+	bool in_roster;                 /* listed in the owner's roster at all */
 };
 
 /* "message/offline": a message for a local account with no available

@@ -195,6 +195,43 @@ int main(void)
 	has_str(answer, "<end id='37'", "and the last");
 	free(answer);
 
+	/* XEP-0441 preferences. */
+	raw_client_send(alice, "<iq type='get' id='p1'><prefs xmlns='urn:xmpp:mam:2'/></iq>");
+	answer = raw_client_wait(alice, "id='p1'", 5000);
+	has_str(answer, "default='always'", "the default policy is always");
+	free(answer);
+	raw_client_send(alice, "<iq type='set' id='p2'><prefs xmlns='urn:xmpp:mam:2' default='never'>"
+			       "<always><jid>carol@localhost</jid></always><never/></prefs></iq>");
+	answer = raw_client_wait(alice, "id='p2'", 5000);
+	has_str(answer, "type='result'", "alice archives nothing but carol");
+	free(answer);
+	raw_client_send(bob, "<message to='alice@localhost' type='chat'><body>not kept</body></message>");
+	raw_client_sync(bob);
+	raw_client_send(carol, "<message to='alice@localhost' type='chat'><body>kept</body></message>");
+	raw_client_sync(carol);
+	raw_client_sync(alice);
+	char *unkept = raw_client_wait(alice, "not kept", 5000);
+	ok(unkept && !strstr(unkept, "stanza-id"), "bob's message arrives without an archive id");
+	free(unkept);
+	p = query(alice, NULL, "<max>100</max>", false);
+	is_int(p.count, 38, "alice's archive grew by carol's message only");
+	ok(strstr(p.bodies, "kept") && !strstr(p.bodies, "not kept"), "it has 'kept', not 'not kept'");
+	page_free(&p);
+	p = query(bob, "<field var='with'><value>alice@localhost</value></field>", "<max>100</max>", false);
+	is_int(p.count, 37, "bob's own archive (his default) keeps what he sent");
+	page_free(&p);
+	raw_client_send(alice, "<iq type='set' id='p3'><prefs xmlns='urn:xmpp:mam:2' default='roster'/></iq>");
+	free(raw_client_wait(alice, "id='p3'", 5000));
+	raw_client_send(carol, "<message to='alice@localhost' type='chat'><body>not in roster</body></message>");
+	raw_client_sync(carol);
+	raw_client_sync(alice);
+	p = query(alice, NULL, "<max>100</max>", false);
+	is_int(p.count, 38, "with 'roster', a sender who is not a contact is not archived");
+	page_free(&p);
+	raw_client_send(alice, "<iq type='set' id='p4'><prefs xmlns='urn:xmpp:mam:2' default='always'>"
+			       "<never><jid>nobody@localhost</jid></never></prefs></iq>");
+	free(raw_client_wait(alice, "id='p4'", 5000));
+
 	/* Restart, then an offline message. */
 	raw_client_free(alice);
 	raw_client_free(bob);
@@ -206,10 +243,14 @@ int main(void)
 	raw_client_sync(bob);
 	alice = online(&s, "alice");
 	char *offline = raw_client_wait(alice, "while away", 5000);
-	has_str(offline, "by='alice@localhost' id='38'", "the offline message carries the next archive id (38)");
+	has_str(offline, "by='alice@localhost' id='39'", "the offline message carries the next archive id (39)");
 	free(offline);
 	p = query(alice, "<field var='ids' type='list-multi'><value>5</value></field>", NULL, false);
 	is_str(p.bodies, "h5", "after the restart the archive answers by the same ids");
+	raw_client_send(alice, "<iq type='get' id='p5'><prefs xmlns='urn:xmpp:mam:2'/></iq>");
+	answer = raw_client_wait(alice, "id='p5'", 5000);
+	has_str(answer, "<jid>nobody@localhost</jid>", "the preferences survive the restart");
+	free(answer);
 	page_free(&p);
 	free(h5_id);
 	raw_client_free(alice);
