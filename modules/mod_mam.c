@@ -22,6 +22,9 @@
 #include "store/store.h"
 #include "util.h"
 #include "xml/stream.h"
+#include "ctl/ctl.h"
+
+#include <event2/event.h>
 
 #include <errno.h>
 #include <inttypes.h>
@@ -47,6 +50,8 @@ struct mam_conf {
 	int64_t default_page;
 	int64_t max_page;
 	int default_policy;
+	int64_t max_age_ms;
+	int64_t expiry_interval_ms;
 };
 
 static const struct pl_option mam_options[] = {
@@ -57,6 +62,10 @@ static const struct pl_option mam_options[] = {
 	{ "default-policy", PL_OPT_ENUM, "always", 0, 0, policy_names,
 	  offsetof(struct mam_conf, default_policy),
 	  "what is archived for users who did not choose (XEP-0441)" },
+	{ "max-age", PL_OPT_DURATION, "0", 0, 100LL * 365 * 86400000, NULL,
+	  offsetof(struct mam_conf, max_age_ms), "messages older than this are deleted (0: kept)" },
+	{ "expiry-interval", PL_OPT_DURATION, "1h", 1000, 86400000, NULL,
+	  offsetof(struct mam_conf, expiry_interval_ms), "how often old messages are looked for" },
 	{ NULL }
 };
 
@@ -264,8 +273,17 @@ static int on_stanza_in(struct pl_event *event, void *userdata)
 		next = pl_xnode_next_element(c);
 		const char *by = pl_xnode_attr(c, "by");
 		if (strcmp(c->name, "stanza-id") == 0 && c->ns && strcmp(c->ns, NS_SID) == 0 && by &&
-		    strcmp(by, e->to->bare) == 0)
+		    strcmp(by, e->to->bare) == 0) {
+			if (!e->origin) {
+				/* The server routes again a message it archived
+				 * already (an unacknowledged one whose session
+				 * ended): it keeps its archive id. */
+				free(with);
+				return PL_CONTINUE;
+			}
 			pl_xnode_detach(c);
+			pl_xnode_unref(&c);
+		}
 	}
 	if (!wanted(e->to->bare, with)) {
 		free(with);
@@ -806,6 +824,130 @@ static int on_prefs(struct pl_event *event, void *userdata)
 	return PL_HANDLED;
 }
 
+/* ---- deleting -------------------------------------------------------------- */
+
+struct expiry {
+	const char *owner;
+	int64_t cutoff_ms;
+	struct pl_store_write *w;
+	size_t deleted, budget;
+};
+
+/* Deletes records (and their index entries) older than the cutoff, from
+ * the oldest on: sequence order is arrival order, so the scan stops at the
+ * first record young enough. */
+static int expire_record(void *arg, const void *key, size_t key_len, const void *value,
+			 size_t value_len)
+{
+	struct expiry *x = arg;
+	struct pl_xnode *record = pl_xml_parse_element(value, value_len, NS_RECORD);
+	const char *at = record ? pl_xnode_attr(record, "at") : NULL;
+	const char *with = record ? pl_xnode_attr(record, "with") : NULL;
+	uint64_t seq;
+	int stop = 0;
+	if (!record || !seq_of_key(key, key_len, &seq)) {
+		stop = 0;
+	} else if (x->cutoff_ms && at && strtoll(at, NULL, 10) >= x->cutoff_ms) {
+		stop = 1;
+	} else {
+		pl_store_del(x->w, messages_space, key, key_len);
+		if (with) {
+			struct pl_store_key k;
+			with_key(&k, x->owner, with, seq, true);
+			if (!k.overflow)
+				pl_store_del(x->w, with_space, k.data, k.len);
+		}
+		x->deleted++;
+		stop = x->deleted >= x->budget;
+	}
+	pl_xnode_unref(&record);
+	return stop;
+}
+
+static size_t expire_archive(struct pl_store_read *read, struct pl_store_write *w,
+			     const char *owner, int64_t cutoff_ms, size_t budget)
+{
+	struct expiry x = { owner, cutoff_ms, w, 0, budget };
+	struct pl_store_key prefix;
+	pl_store_key_init(&prefix);
+	pl_store_key_str(&prefix, owner);
+	pl_store_scan(read, messages_space, prefix.data, prefix.len, NULL, 0, expire_record, &x);
+	return x.deleted;
+}
+
+/* parleyctl delete-archive JID: the whole archive goes, its numbering
+ * stays (ids are never reused). */
+static int on_ctl_delete(struct pl_event *event, void *userdata)
+{
+	struct pl_ctl_command *command = event->data;
+	char *owner = command->count == 2 ? pl_jid_normalize_bare(command->fields[1]) : NULL;
+	if (!owner || !strchr(owner, '@')) {
+		command->usage = pl_strdup("usage: delete-archive JID (an account)");
+		free(owner);
+		return PL_HANDLED;
+	}
+	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+	struct pl_store_key prefix;
+	pl_store_key_init(&prefix);
+	pl_store_key_str(&prefix, owner);
+	pl_store_del_prefix(w, messages_space, prefix.data, prefix.len);
+	pl_store_del_prefix(w, with_space, prefix.data, prefix.len);
+	pl_module_log(self, 2, "deleting the archive of %s (parleyctl)", owner);
+	free(owner);
+	pl_store_write_submit(w, pl_ctl_command_done_status, command->request);
+	return PL_HANDLED;
+}
+
+static struct event *expiry_timer;
+
+struct owners {
+	char **names;
+	size_t count, cap;
+};
+
+static int collect_owner(void *arg, const void *key, size_t key_len, const void *value,
+			 size_t value_len)
+{
+	struct owners *o = arg;
+	const char *name;
+	size_t name_len;
+	if (!pl_store_key_read_str(key, key_len, &name, &name_len))
+		return 0;
+	pl_grow((void **)&o->names, &o->cap, o->count + 1, sizeof(*o->names));
+	o->names[o->count++] = pl_strndup(name, name_len);
+	return 0;
+}
+
+/* Retention: every expiry-interval, messages older than max-age go, at
+ * most 10000 per round so a first run on a big store does not stall the
+ * loop (the rest goes next round). */
+static void on_expiry(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t cutoff = now_ms() - conf.max_age_ms;
+	struct owners owners = { NULL, 0, 0 };
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	if (!read)
+		return;
+	pl_store_scan(read, meta_space, NULL, 0, NULL, 0, collect_owner, &owners);
+	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+	size_t deleted = 0, budget = 10000;
+	for (size_t i = 0; i < owners.count; i++) {
+		if (deleted < budget)
+			deleted += expire_archive(read, w, owners.names[i], cutoff, budget - deleted);
+		free(owners.names[i]);
+	}
+	free(owners.names);
+	pl_store_read_end(read);
+	if (deleted) {
+		pl_store_write_submit(w, NULL, NULL);
+		pl_module_log(self, 2, "expired %zu archived messages older than %lld s", deleted,
+			      (long long)(conf.max_age_ms / 1000));
+		pl_counter_add(pl_counter("archive-expired"), deleted);
+	} else {
+		pl_store_write_abort(w);
+	}
+}
+
 /* Account features for disco#info on the user's own bare JID. */
 static int on_account_features(struct pl_event *event, void *userdata)
 {
@@ -851,11 +993,22 @@ static int mam_load(struct pl_module *m, const void *conf_ptr, char **error)
 	pl_hook(m, "stanza/out", on_stanza_out, NULL, 10);
 	pl_hook(m, "disco/account", on_account_features, NULL, 0);
 	pl_hook(m, "user-deleted", on_user_deleted, NULL, 0);
+	pl_hook(m, "ctl/delete-archive", on_ctl_delete, NULL, 0);
+	if (conf.max_age_ms > 0) {
+		expiry_timer = event_new(pl_server.base, -1, EV_PERSIST, on_expiry, NULL);
+		struct timeval every = { conf.expiry_interval_ms / 1000,
+					 (conf.expiry_interval_ms % 1000) * 1000 };
+		event_add(expiry_timer, &every);
+	}
 	return 0;
 }
 
 static void mam_unload(struct pl_module *m)
 {
+	if (expiry_timer) {
+		event_free(expiry_timer);
+		expiry_timer = NULL;
+	}
 	for (size_t b = 0; b < ARCHIVE_BUCKETS; b++) {
 		while (archives[b]) {
 			struct archive *a = archives[b];

@@ -59,6 +59,11 @@ static struct pl_store_space *queue_space;
 struct queue {
 	char *owner;               /* bare JID, owned */
 	uint64_t first, next, count;
+	/* Deliveries removed messages: count again from the store before the
+	 * count is used (it may be a little high while deletes are in flight,
+	 * never low). `next` only ever grows, so sequence numbers are never
+	 * reused while deliveries that name them may still be pending. */
+	bool stale;
 	struct queue *chain;
 };
 
@@ -111,11 +116,17 @@ static int count_entry(void *arg, const void *key, size_t key_len, const void *v
 static struct queue *queue_get(const char *owner)
 {
 	struct queue **slot = queue_slot(owner);
-	if (*slot)
-		return *slot;
-	struct queue *q = pl_calloc(1, sizeof(*q));
-	q->owner = pl_strdup(owner);
-	q->next = 1;
+	struct queue *q = *slot;
+	if (q && !q->stale)
+		return q;
+	bool fresh = !q;
+	if (fresh) {
+		q = pl_calloc(1, sizeof(*q));
+		q->owner = pl_strdup(owner);
+		q->next = 1;
+	}
+	q->count = 0;
+	q->stale = false;
 	struct pl_store_key prefix;
 	make_key(&prefix, owner, 0, false);
 	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
@@ -125,17 +136,22 @@ static struct queue *queue_get(const char *owner)
 	if (read)
 		pl_store_read_end(read);
 	if (rc < 0 || prefix.overflow) {
-		free(q->owner);
-		free(q);
+		if (fresh) {
+			free(q->owner);
+			free(q);
+		} else {
+			q->stale = true;
+		}
 		return NULL;
 	}
-	*slot = q;
+	if (fresh)
+		*slot = q;
 	return q;
 }
 
 static void queue_forget_if_empty(struct queue *q)
 {
-	if (!q || q->count)
+	if (!q || q->count || q->stale)
 		return;
 	struct queue **slot = queue_slot(q->owner);
 	if (*slot == q) {
@@ -173,22 +189,33 @@ static void timestamp(char *out, size_t size)
 	snprintf(out, size, "%.20s.%03dZ", seconds, (int)(now.tv_nsec / 1000000) % 1000);
 }
 
+/* A message whose commit completes. */
+struct stored {
+	char *owner;
+	uint64_t seq;
+};
+
+static void deliver_late(const char *owner, uint64_t seq);
+
 static void on_stored(void *arg, int status)
 {
-	char *owner = arg;
+	struct stored *st = arg;
 	if (status != 0) {
 		/* The queue count is now one too high; reload it next time. */
-		pl_module_log(self, 0, "%s: an offline message was not stored: %s", owner,
+		pl_module_log(self, 0, "%s: an offline message was not stored: %s", st->owner,
 			      strerror(-status));
-		struct queue **slot = queue_slot(owner);
+		struct queue **slot = queue_slot(st->owner);
 		struct queue *q = *slot;
 		if (q) {
 			*slot = q->chain;
 			free(q->owner);
 			free(q);
 		}
+	} else {
+		deliver_late(st->owner, st->seq);
 	}
-	free(owner);
+	free(st->owner);
+	free(st);
 }
 
 static int on_offline_message(struct pl_event *event, void *userdata)
@@ -228,13 +255,16 @@ static int on_offline_message(struct pl_event *event, void *userdata)
 	pl_xnode_unref(&copy);
 	struct pl_store_key key;
 	make_key(&key, e->to, q->next, true);
+	struct stored *st = pl_malloc(sizeof(*st));
+	st->owner = pl_strdup(e->to);
+	st->seq = q->next;
 	if (q->count == 0)
 		q->first = q->next;
 	q->next++;
 	q->count++;
 	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
 	pl_store_put(w, queue_space, key.data, key.len, value.data, value.len);
-	pl_store_write_submit(w, on_stored, pl_strdup(e->to));
+	pl_store_write_submit(w, on_stored, st);
 	pl_buf_free(&value);
 	pl_counter_add(pl_counter("offline-stored"), 1);
 	return PL_HANDLED;
@@ -264,19 +294,16 @@ static void forget_delivered(struct delivery *d)
 {
 	struct pl_session *s = pl_router_find(d->full_jid);
 	if (s && s->id == d->session_id) {
-		struct queue *q = queue_get(d->owner);
+		struct queue *q = *queue_slot(d->owner);
 		struct pl_store_write *w = pl_store_write_begin(pl_server.store);
 		for (size_t i = 0; i < d->count; i++) {
 			struct pl_store_key key;
 			make_key(&key, d->owner, d->seqs[i], true);
 			pl_store_del(w, queue_space, key.data, key.len);
-			/* Another session may have removed some already. */
-			if (q && d->seqs[i] >= q->first && q->count) {
-				q->count--;
-				q->first = d->seqs[i] + 1;
-			}
 		}
 		pl_store_write_submit(w, NULL, NULL);
+		if (q)
+			q->stale = true;
 		pl_module_log(self, 3, "%s: %zu offline messages delivered and safe: removed from the queue",
 			      d->full_jid, d->count);
 		queue_forget_if_empty(q);
@@ -366,6 +393,53 @@ static void deliver_queue(struct pl_session *session)
 	pl_module_log(self, 3, "%s: delivered %zu offline messages", d->full_jid, d->count);
 	pl_counter_add(pl_counter("offline-delivered"), d->count);
 	if (conf.grace_ms == 0 || d->count == 0) {
+		forget_delivered(d);
+	} else {
+		d->timer = evtimer_new(pl_server.base, on_grace_over, d);
+		struct timeval tv = { conf.grace_ms / 1000, (conf.grace_ms % 1000) * 1000 };
+		evtimer_add(d->timer, &tv);
+	}
+}
+
+/* A message committed after its recipient came online (the login's scan
+ * could not see it yet) is delivered now rather than at the next login;
+ * one the scan did see is not delivered twice. */
+static void deliver_late(const char *owner, uint64_t seq)
+{
+	struct pl_session *target = NULL;
+	for (struct pl_session *s = pl_router_sessions_of(owner); s; s = s->next_of_user)
+		if (s->available && !s->suspended && s->priority >= 0 &&
+		    (!target || s->priority > target->priority))
+			target = s;
+	if (!target)
+		return;
+	for (struct delivery *d = deliveries; d; d = d->next)
+		for (size_t i = 0; d->session_id == target->id && i < d->count; i++)
+			if (d->seqs[i] == seq)
+				return;
+	struct pl_store_key key;
+	make_key(&key, owner, seq, true);
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	const void *value;
+	size_t len;
+	if (!read || pl_store_get(read, queue_space, key.data, key.len, &value, &len) != 0) {
+		if (read)
+			pl_store_read_end(read);
+		return;
+	}
+	struct delivery *d = pl_calloc(1, sizeof(*d));
+	d->owner = pl_strdup(owner);
+	d->full_jid = pl_strdup(target->full_jid);
+	d->session_id = target->id;
+	struct scan scan = { target, d, 0 };
+	deliver_entry(&scan, key.data, key.len, value, len);
+	pl_store_read_end(read);
+	d->next = deliveries;
+	if (deliveries)
+		deliveries->prev = d;
+	deliveries = d;
+	pl_counter_add(pl_counter("offline-delivered"), 1);
+	if (conf.grace_ms == 0) {
 		forget_delivered(d);
 	} else {
 		d->timer = evtimer_new(pl_server.base, on_grace_over, d);

@@ -1184,6 +1184,7 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 	memset(&old->session, 0, sizeof(old->session));
 	c->session = moved;
 	c->session.next_of_user = NULL;
+	c->session.suspended = false;
 	pl_router_bind(&c->session);
 	c->session.id = moved.id;
 	c->bound = true;
@@ -1450,6 +1451,7 @@ static void on_conn_close(struct pl_conn *conn, enum pl_conn_close_reason reason
 		/* XEP-0198 5: the connection broke, the session waits for the
 		 * client to come back; stanzas for it are kept meanwhile. */
 		c->conn = NULL;
+		c->session.suspended = true;
 		c->sm_ack_requested = c->sm_ack_wanted = false;
 		c->hibernation = evtimer_new(loop, on_hibernation_over, c);
 		struct timeval tv = { c->sm_max_ms / 1000, (c->sm_max_ms % 1000) * 1000 };

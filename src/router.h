@@ -32,6 +32,9 @@ struct pl_session {
 	/* Asked for the roster: an "interested resource" that gets roster
 	 * pushes (RFC 6121 2.1.6). */
 	bool roster_requested;
+	/* The connection is lost and the session waits to be resumed
+	 * (XEP-0198): messages for it go to the offline queue. */
+	bool suspended;
 	/* Writes the stanza to the client (borrowed: serialize, don't keep). */
 	void (*deliver)(struct pl_session *session, const struct pl_xnode *stanza);
 	/* Another login took this resource: end this stream with <conflict/>;

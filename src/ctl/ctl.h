@@ -15,4 +15,21 @@ int pl_ctl_server_start(struct event_base *base, const char *socket_path, char *
 /* Closes the socket, removes the file, frees pending connections. */
 void pl_ctl_server_stop(void);
 
+/* Commands modules add: a verb the core does not know fires
+ * "ctl/<verb>" with this. A handler that takes it returns PL_HANDLED and
+ * calls pl_ctl_command_done once (later is fine); one that finds the
+ * arguments wrong sets `usage` (malloc'd) and returns PL_HANDLED without
+ * calling done. */
+struct pl_ctl_command {
+	char **fields;            /* fields[0] is the verb; borrowed */
+	int count;
+	char *usage;
+	void *request;            /* for pl_ctl_command_done */
+};
+/* status 0 answers "ok" (with body lines if body is not NULL), otherwise
+ * an error naming the command, the subject and strerror(-status). */
+void pl_ctl_command_done(void *request, int status, const char *body);
+/* The same without a body, shaped as a store completion (pl_store_done_fn). */
+void pl_ctl_command_done_status(void *request, int status);
+
 #endif

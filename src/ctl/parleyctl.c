@@ -48,6 +48,7 @@ static void usage(FILE *out)
 		"  backup FILE      online compacted copy of the store into FILE\n"
 		"  reload           re-read the configuration (as SIGHUP)\n"
 		"  stop             shut parleyd down cleanly\n"
+		"  delete-archive JID  delete an account's message archive (module mam)\n"
 		"options:\n"
 		"  -s, --socket SOCKET  the control socket\n"
 		"  -c, --config CONFIG  take the socket from this configuration file\n"
@@ -298,6 +299,8 @@ static const struct command {
 	{ "adduser", 1, 1, "JID" },     { "passwd", 1, 1, "JID" }, { "deluser", 1, 1, "JID" },
 	{ "users", 0, 1, "[HOST]" },    { "status", 0, 0, "" },    { "backup", 1, 1, "FILE" },
 	{ "reload", 0, 0, "" },         { "stop", 0, 0, "" },
+	/* Served by modules (the daemon says so if the module is not loaded). */
+	{ "delete-archive", 1, 1, "JID" },
 };
 
 static const struct command *find_command(const char *name)

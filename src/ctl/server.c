@@ -6,10 +6,11 @@
  * may still be wanted after a half-close), but if it fails or the server
  * stops first, the request is orphaned and its completion only logs and
  * frees it. Runs on the network thread. */
-#include "counters.h"
 #include "ctl/ctl.h"
 #include "autoconfig.h"
 #include "accounts.h"
+#include "counters.h"
+#include "hooks.h"
 #include "ctl/protocol.h"
 #include "jid.h"
 #include "log.h"
@@ -332,6 +333,50 @@ static void log_command(char **fields, int count)
 	pl_buf_free(&line);
 }
 
+void pl_ctl_command_done(void *request, int status, const char *body)
+{
+	struct ctl_request *r = request;
+	if (status == 0 && body && r->connection) {
+		struct ctl_connection *c = r->connection;
+		c->pending = NULL;
+		pl_log(PL_LOG_INFO, "ctl", "%s %s: done", r->verb, r->subject);
+		answer(c, "ok", body);
+		free(r->subject);
+		free(r);
+		return;
+	}
+	on_request_done(r, status);
+}
+
+void pl_ctl_command_done_status(void *request, int status)
+{
+	pl_ctl_command_done(request, status, NULL);
+}
+
+/* Verbs the core does not know go to the modules ("ctl/<verb>"). */
+static void run_module_command(struct ctl_connection *c, char **fields, int count)
+{
+	char *event = pl_asprintf("ctl/%s", fields[0]);
+	if (!pl_hooks_has(event)) {
+		answer_error(c, "unknown command '%s' (try: adduser, passwd, deluser, users, "
+				"status, backup, reload, stop, or a module's)", fields[0]);
+		free(event);
+		return;
+	}
+	/* The verb must outlive this call: it is one of the hook's names. */
+	struct ctl_request *r = new_request(c, "module command", count > 1 ? fields[1] : fields[0]);
+	struct pl_ctl_command command = { fields, count, NULL, r };
+	int result = pl_hooks_fire(event, &command);
+	free(event);
+	if (command.usage || result != PL_HANDLED) {
+		c->pending = NULL;
+		free(r->subject);
+		free(r);
+		answer_error(c, "%s", command.usage ? command.usage : "the command was not taken");
+		free(command.usage);
+	}
+}
+
 static bool no_arguments(struct ctl_connection *c, const char *verb, int count)
 {
 	if (count == 1)
@@ -369,8 +414,7 @@ static void dispatch(struct ctl_connection *c, char **fields, int count)
 		c->stop_when_flushed = true;
 		answer(c, "ok", NULL);
 	} else {
-		answer_error(c, "unknown command '%s' (try: adduser, passwd, deluser, users, "
-				"status, backup, reload, stop)", verb);
+		run_module_command(c, fields, count);
 	}
 }
 

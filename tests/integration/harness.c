@@ -270,7 +270,16 @@ int ph_server_stop(struct ph_server *s)
 		poll(NULL, 0, 10);
 	}
 	s->pid = -1;
-	return decode_status(status);
+	int result = decode_status(status);
+	if (result != 0) {
+		/* The end of the log says why (a sanitizer report, a leak...). */
+		char *log = ph_server_log(s);
+		size_t len = log ? strlen(log) : 0;
+		diag("parleyd exited with %d; the end of its log:\n%s", result,
+		     log ? log + (len > 4000 ? len - 4000 : 0) : "(none)");
+		free(log);
+	}
+	return result;
 }
 
 void ph_server_kill(struct ph_server *s)

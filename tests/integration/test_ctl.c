@@ -271,7 +271,7 @@ static void test_raw_protocol(struct ph_server *s)
 {
 	raw_expect(s, "frobnicate\n", false,
 		   "error unknown command 'frobnicate' (try: adduser, passwd, deluser, users, "
-		   "status, backup, reload, stop)\n",
+		   "status, backup, reload, stop, or a module's)\n",
 		   "unknown command");
 	raw_expect(s, "status\n", false, "ok\nversion: ", "status");
 	raw_expect(s, "status\r\n", false, "ok\nversion: ", "status ended by CRLF");

@@ -253,9 +253,67 @@ int main(void)
 	free(answer);
 	page_free(&p);
 	free(h5_id);
+
+	/* An operator deletes an archive; its numbering goes on. */
+	const char *delete_args[] = { "delete-archive", "bob@localhost", NULL };
+	char *out = NULL, *err = NULL;
+	is_int(ph_ctl(&s, delete_args, NULL, &out, &err), 0, "parleyctl delete-archive bob@localhost");
+	free(out);
+	free(err);
+	p = query(bob, NULL, "<max>100</max>", false);
+	is_int(p.count, 0, "bob's archive is empty");
+	page_free(&p);
+	raw_client_send(alice, "<message to='bob@localhost' type='chat'><body>fresh start</body></message>");
+	char *fresh = raw_client_wait(bob, "fresh start", 5000);
+	ok(fresh && !strstr(fresh, "id='1'"), "the next message does not reuse an old id");
+	free(fresh);
+	const char *bad_args[] = { "delete-archive", NULL };
+	err = NULL;
+	ok(ph_ctl(&s, bad_args, NULL, NULL, &err) != 0, "delete-archive without a JID is refused");
+	has_str(err, "delete-archive JID", "with its usage");
+	free(err);
 	raw_client_free(alice);
 	raw_client_free(bob);
 	is_int(ph_server_stop(&s), 0, "the server stops cleanly");
 	ph_server_cleanup(&s);
+
+	/* Retention: max-age 2s, looked at every second. */
+	struct ph_server r;
+	ph_server_init(&r, NULL);
+	char *config = ph_standard_config(&r, NULL, NULL);
+	char *patched = ph_config_with_attributes(config, "module name=\"mam\"",
+						  "max-age=\"2s\" expiry-interval=\"1s\"");
+	ph_server_write_config(&r, patched);
+	free(patched);
+	free(config);
+	if (ok(ph_server_start(&r, NULL) == 0, "a server keeping archives for 2 s starts")) {
+		add_user(&r, "alice");
+		add_user(&r, "bob");
+		alice = online(&r, "alice");
+		bob = online(&r, "bob");
+		for (int i = 1; i <= 3; i++)
+			raw_client_send(bob, "<message to='alice@localhost' type='chat'><body>old%d</body></message>", i);
+		raw_client_sync(bob);
+		raw_client_sync(alice);
+		p = query(alice, NULL, "<max>100</max>", false);
+		is_int(p.count, 3, "the messages are archived");
+		page_free(&p);
+		bool expired = false;
+		for (int attempt = 0; attempt < 100 && !expired; attempt++) {
+			p = query(alice, NULL, "<max>100</max>", false);
+			expired = p.count == 0;
+			page_free(&p);
+			if (!expired)
+				raw_client_seen(alice, "never arrives", 100);
+		}
+		ok(expired, "after max-age they are gone");
+		char *log = ph_server_log(&r);
+		has_str(log, "expired 6 archived messages", "and the expiry is logged (both archives)");
+		free(log);
+		raw_client_free(alice);
+		raw_client_free(bob);
+		is_int(ph_server_stop(&r), 0, "the server stops cleanly");
+	}
+	ph_server_cleanup(&r);
 	return done_testing();
 }
