@@ -348,6 +348,12 @@ static void add_user(struct ph_server *s, const char *user)
 static bool peer_login(struct ph_server *s, struct peer *p, const char *user,
 		       const char *resource, bool roster, const char *presence)
 {
+	/* A peer logged in again keeps nothing of its last session. */
+	char **old_queue = p->q;
+	size_t old_count = p->n;
+	for (size_t i = 0; old_queue && i < old_count; i++)
+		free(old_queue[i]);
+	free(old_queue);
 	memset(p, 0, sizeof(*p));
 	char pw[80];
 	snprintf(p->bare, sizeof(p->bare), "%s@localhost", user);
@@ -630,7 +636,7 @@ static const char *const sub_types[] = { "subscribe", "unsubscribe", "subscribed
 /* One row of the core table. */
 static void table_row(struct ph_server *srv, enum state s, enum action act)
 {
-	struct peer a, b;
+	struct peer a = { 0 }, b = { 0 };
 	char na[32], nb[32], what[160];
 	const struct transition out = outbound[act][s];
 	const enum state bs = mirror[s];
@@ -739,7 +745,7 @@ static void table_row(struct ph_server *srv, enum state s, enum action act)
 	struct peer *sides[2] = { &a, &b };
 	const enum state next[2] = { a_next, b_next };
 	for (int i = 0; i < 2; i++) {
-		struct peer extra, *other = sides[1 - i];
+		struct peer extra = { 0 }, *other = sides[1 - i];
 		char user[32];
 		snprintf(user, sizeof(user), "%.*s", (int)(strchr(sides[i]->bare, '@') - sides[i]->bare),
 			 sides[i]->bare);
@@ -773,7 +779,7 @@ out:
 static void row_offline_contact(struct ph_server *srv)
 {
 	char na[32], nb[32];
-	struct peer a, b;
+	struct peer a = { 0 }, b = { 0 };
 	row_number++;
 	snprintf(na, sizeof(na), "u%da", row_number);
 	snprintf(nb, sizeof(nb), "u%db", row_number);
@@ -870,7 +876,7 @@ out:
 /* 3.4: pre-approval, then the request approved without asking. */
 static void row_preapproval(struct ph_server *srv)
 {
-	struct peer a, b;
+	struct peer a = { 0 }, b = { 0 };
 	char na[32], nb[32];
 	if (!ok(pair_login(srv, &a, &b, na, nb, sizeof(na)), "pre-approval row: log in"))
 		goto out;
@@ -908,7 +914,7 @@ out:
  * next request is asked again. */
 static void row_preapproval_cancelled(struct ph_server *srv)
 {
-	struct peer a, b;
+	struct peer a = { 0 }, b = { 0 };
 	char na[32], nb[32];
 	if (!ok(pair_login(srv, &a, &b, na, nb, sizeof(na)), "cancelled pre-approval row: log in"))
 		goto out;
@@ -938,7 +944,7 @@ out:
 /* 2.5.2: roster remove of a contact in state s. */
 static void row_remove(struct ph_server *srv, enum state s)
 {
-	struct peer a, b;
+	struct peer a = { 0 }, b = { 0 };
 	char na[32], nb[32], what[96];
 	bool logged = pair_login(srv, &a, &b, na, nb, sizeof(na));
 	snprintf(what, sizeof(what), "row %d [2.5.2] remove of a '%s' contact", row_number,
@@ -1012,7 +1018,7 @@ out:
  * contact gets the contact's current presence, status included. */
 static void row_probe(struct ph_server *srv)
 {
-	struct peer a, b;
+	struct peer a = { 0 }, b = { 0 };
 	char na[32], nb[32];
 	if (!ok(pair_login(srv, &a, &b, na, nb, sizeof(na)), "probe row: log in"))
 		goto out;
@@ -1051,7 +1057,7 @@ static bool is_error(const char *el, const char *condition)
 
 static void row_roster_basics(struct ph_server *srv)
 {
-	struct peer r1, r2, r3;
+	struct peer r1 = { 0 }, r2 = { 0 }, r3 = { 0 };
 	row_number++;
 	char user[32];
 	snprintf(user, sizeof(user), "u%dr", row_number);
@@ -1177,7 +1183,7 @@ static bool query_ver(const char *el, char *out, size_t len)
 
 static void row_versioning(struct ph_server *srv)
 {
-	struct peer v1, v2;
+	struct peer v1 = { 0 }, v2 = { 0 };
 	row_number++;
 	char user[32], pw[80];
 	snprintf(user, sizeof(user), "u%dv", row_number);
