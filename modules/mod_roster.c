@@ -97,7 +97,18 @@ struct roster {
 	struct item **buckets;     /* owned, with the items */
 	size_t bucket_count, count, listed, pending;
 	unsigned pending_writes;   /* commits in flight: keeps it cached */
+	/* Roster gets that arrived while changes were in flight: answered
+	 * once those are on disk, so that no client sees what a crash could
+	 * still undo (and the answer comes after the pushes). Owned. */
+	struct deferred_get *deferred;
 	struct roster *next;       /* cache chain */
+};
+
+struct deferred_get {
+	struct pl_xnode *iq;       /* owned copy */
+	char *full_jid;            /* owned */
+	uint64_t session_id;
+	struct deferred_get *next;
 };
 
 #define CACHE_BUCKETS 4096
@@ -174,6 +185,13 @@ static void roster_remove(struct roster *r, struct item *gone)
 
 static void roster_free(struct roster *r)
 {
+	while (r->deferred) {
+		struct deferred_get *d = r->deferred;
+		r->deferred = d->next;
+		pl_xnode_unref(&d->iq);
+		free(d->full_jid);
+		free(d);
+	}
 	for (size_t b = 0; b < r->bucket_count; b++) {
 		struct item *next;
 		for (struct item *it = r->buckets[b]; it; it = next) {
@@ -369,6 +387,17 @@ struct change {
 	struct pl_xnode *push;     /* the <item/> to push, owned, NULL for none */
 	uint64_t version;
 	struct pl_xnode *iq;       /* owned copy of a roster set to answer, or NULL */
+	/* The subscription stanza that caused the change goes on only once
+	 * the change is on disk (and after the push), so that what others see
+	 * never runs ahead of what is stored: delivered to the owner's
+	 * resources (inbound) or routed to the contact (outbound). Owned. */
+	struct pl_xnode *after;
+	bool after_inbound;
+	bool unavailable_first;    /* outbound unsubscribed: we leave their view first */
+	bool presence_after;       /* outbound subscribed: then our presence */
+	char *contact;             /* owned */
+	char *origin_jid;          /* the sending session, owned */
+	uint64_t origin_id;
 };
 
 static void send_push(const char *owner, struct pl_xnode *item, uint64_t version,
@@ -391,6 +420,27 @@ static void send_push(const char *owner, struct pl_xnode *item, uint64_t version
 		s->deliver(s, iq);
 	}
 	pl_xnode_unref(&iq);
+}
+
+static void answer_get(struct roster *r, const struct pl_xnode *stanza,
+		       struct pl_session *session);
+static void send_current_presence(const char *owner, const char *to);
+static void send_unavailable_from_resources(const char *owner, const char *to);
+static void deliver_to_available(const char *owner, struct pl_xnode *stanza);
+
+/* The roster's writes are all on disk: answer the gets that waited. */
+static void answer_deferred(struct roster *r)
+{
+	while (r->deferred && !r->pending_writes) {
+		struct deferred_get *d = r->deferred;
+		r->deferred = d->next;
+		struct pl_session *s = pl_router_find(d->full_jid);
+		if (s && s->id == d->session_id)
+			answer_get(r, d->iq, s);
+		pl_xnode_unref(&d->iq);
+		free(d->full_jid);
+		free(d);
+	}
 }
 
 static void on_committed(void *arg, int status)
@@ -416,8 +466,23 @@ static void on_committed(void *arg, int status)
 							 : PL_ERR_INTERNAL_SERVER_ERROR,
 				       "the roster could not be stored");
 	}
-	if (r)
+	if (status == 0 && c->after && c->after_inbound) {
+		deliver_to_available(c->owner, c->after);
+	} else if (status == 0 && c->after) {
+		if (c->unavailable_first)
+			send_unavailable_from_resources(c->owner, c->contact);
+		struct pl_session *origin = c->origin_jid ? pl_router_find(c->origin_jid) : NULL;
+		pl_route(c->after, origin && origin->id == c->origin_id ? origin : NULL);
+		if (c->presence_after)
+			send_current_presence(c->owner, c->contact);
+	}
+	if (r) {
+		answer_deferred(r);
 		roster_release(r);
+	}
+	pl_xnode_unref(&c->after);
+	free(c->contact);
+	free(c->origin_jid);
 	pl_xnode_unref(&c->push);
 	pl_xnode_unref(&c->iq);
 	free(c->owner);
@@ -449,8 +514,8 @@ static void put_or_delete(struct pl_store_write *w, const struct roster *r,
  * bumps the version if what the user sees changed, keeps the change log
  * bounded, writes the item and the meta record in one set, and after the
  * commit pushes the item and answers `iq` (borrowed; may be NULL). */
-static void commit_change(struct roster *r, struct item *it, const char *before,
-			  const struct pl_xnode *iq)
+static struct change *commit_change(struct roster *r, struct item *it, const char *before,
+				    const struct pl_xnode *iq)
 {
 	char *after = public_view(it);
 	bool visible_change = (before == NULL) != (after == NULL) ||
@@ -502,7 +567,10 @@ static void commit_change(struct roster *r, struct item *it, const char *before,
 	if (deletable(r, it))
 		roster_remove(r, it);
 	r->pending_writes++;
+	/* The completion runs later on this thread: the caller may still add
+	 * what goes on after the commit. */
 	pl_store_write_submit(w, on_committed, c);
+	return c;
 }
 
 /* The item for a contact, created hidden when missing. NULL when the
@@ -604,7 +672,7 @@ static int on_presence_out(struct pl_event *event, void *userdata)
 	pl_xnode_set_attr(e->stanza, "to", contact);
 	struct item *it = roster_find(r, contact);
 	char *before = it ? public_view(it) : NULL;
-	bool route = true, changed = false;
+	bool route = true, changed = false, had_from = false;
 	if (strcmp(type, "subscribe") == 0) {
 		if (!it && r->listed >= (size_t)conf.max_items) {
 			pl_route_error(e->stanza, PL_ERR_NOT_ALLOWED, "the roster is full");
@@ -648,8 +716,7 @@ static int on_presence_out(struct pl_event *event, void *userdata)
 	} else { /* unsubscribed */
 		if (it && (it->pending_in || (it->subscription & SUB_FROM) || it->approved)) {
 			route = it->pending_in || (it->subscription & SUB_FROM);
-			if (it->subscription & SUB_FROM)
-				send_unavailable_from_resources(r->owner, contact);
+			had_from = it->subscription & SUB_FROM;
 			it->subscription &= ~SUB_FROM;
 			set_pending_in(r, it, false, NULL);
 			it->approved = false;
@@ -658,12 +725,25 @@ static int on_presence_out(struct pl_event *event, void *userdata)
 			route = false;
 		}
 	}
-	if (changed && it)
-		commit_change(r, it, before, NULL);
+	bool subscribed = strcmp(type, "subscribed") == 0;
+	if (changed && it) {
+		struct change *c = commit_change(r, it, before, NULL);
+		if (route) {
+			c->after = pl_xnode_copy(e->stanza);
+			c->unavailable_first = had_from;
+			c->presence_after = subscribed;
+			c->contact = pl_strdup(contact);
+			c->origin_jid = pl_strdup(e->session->full_jid);
+			c->origin_id = e->session->id;
+			route = false;
+		}
+	}
 	free(before);
 	if (route) {
+		if (had_from)
+			send_unavailable_from_resources(r->owner, contact);
 		pl_route(e->stanza, e->session);
-		if (strcmp(type, "subscribed") == 0)
+		if (subscribed)
 			send_current_presence(r->owner, contact);
 	}
 	roster_release(r);
@@ -748,8 +828,14 @@ static int on_presence_in(struct pl_event *event, void *userdata)
 			changed = deliver = true;
 		}
 	}
-	if (changed)
-		commit_change(r, it, before, NULL);
+	if (changed) {
+		struct change *c = commit_change(r, it, before, NULL);
+		if (deliver) {
+			c->after = pl_xnode_copy(e->stanza);
+			c->after_inbound = true;
+			deliver = false;
+		}
+	}
 	free(before);
 	if (deliver)
 		deliver_to_available(r->owner, e->stanza);
@@ -830,7 +916,25 @@ static int on_roster_get(struct pl_event *event, void *userdata)
 	if (!r)
 		return PL_HOOK_ERROR(PL_ERR_INTERNAL_SERVER_ERROR);
 	iq->session->roster_requested = true;
-	struct pl_xnode *request = pl_xnode_find(iq->stanza, "query", NS_ROSTER);
+	if (r->pending_writes) {
+		struct deferred_get *d = pl_calloc(1, sizeof(*d));
+		d->iq = pl_xnode_copy(iq->stanza);
+		d->full_jid = pl_strdup(iq->session->full_jid);
+		d->session_id = iq->session->id;
+		struct deferred_get **tail = &r->deferred;
+		while (*tail)
+			tail = &(*tail)->next;
+		*tail = d;
+		return PL_HANDLED;
+	}
+	answer_get(r, iq->stanza, iq->session);
+	return PL_HANDLED;
+}
+
+static void answer_get(struct roster *r, const struct pl_xnode *stanza,
+		       struct pl_session *session)
+{
+	struct pl_xnode *request = pl_xnode_find(stanza, "query", NS_ROSTER);
 	const char *client_version = request ? pl_xnode_attr(request, "ver") : NULL;
 	char *end = NULL;
 	uint64_t known = client_version && *client_version
@@ -838,7 +942,7 @@ static int on_roster_get(struct pl_event *event, void *userdata)
 				 : 0;
 	bool delta = client_version && *client_version && end && *end == '\0' &&
 		     known >= r->floor && known <= r->version;
-	struct pl_xnode *reply = pl_iq_result(iq->stanza);
+	struct pl_xnode *reply = pl_iq_result(stanza);
 	if (delta) {
 		/* XEP-0237: an empty result, then the changes as pushes. */
 		pl_route(reply, NULL);
@@ -860,11 +964,11 @@ static int on_roster_get(struct pl_event *event, void *userdata)
 				pl_xnode_set_attr(n, "jid", changed[i]->jid);
 				pl_xnode_set_attr(n, "subscription", "remove");
 			}
-			send_push(r->owner, n, changed[i]->version, iq->session);
+			send_push(r->owner, n, changed[i]->version, session);
 			pl_xnode_unref(&n);
 		}
 		free(changed);
-		return PL_HANDLED;
+		return;
 	}
 	struct pl_xnode *query = pl_xnode_add_element(reply, "query", NS_ROSTER);
 	if (client_version) {
@@ -879,7 +983,6 @@ static int on_roster_get(struct pl_event *event, void *userdata)
 	}
 	pl_route(reply, NULL);
 	pl_xnode_unref(&reply);
-	return PL_HANDLED;
 }
 
 /* RFC 6121 2.5: removing an item cancels the subscriptions both ways. */

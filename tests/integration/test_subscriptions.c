@@ -962,9 +962,10 @@ static void row_remove(struct ph_server *srv, enum state s)
 	free(answer);
 	char *el = take(&a, push_for(b.bare));
 	const char *it = el ? find_item(el, b.bare) : NULL;
-	ok(it && strstr(it, "remove") && (tag_attr(it, "subscription", item, sizeof(item)) &&
-					   strcmp(item, "remove") == 0),
-	   "%s: push with subscription='remove' (2.5.2)", what);
+	if (!ok(it && strstr(it, "remove") && (tag_attr(it, "subscription", item, sizeof(item)) &&
+						strcmp(item, "remove") == 0),
+		"%s: push with subscription='remove' (2.5.2)", what))
+		diag("the push taken: %s", el ? el : "(none)");
 	free(el);
 	bool to = has_to(s), from = has_from(s);
 	if (to) {
