@@ -42,6 +42,7 @@
 #define NS_DELAY "urn:xmpp:delay"
 #define NS_HINTS "urn:xmpp:hints"
 #define NS_RECORD "urn:parley:mam:0"
+#define NS_RETRACT "urn:xmpp:message-retract:1"
 
 enum policy { POLICY_ALWAYS, POLICY_NEVER, POLICY_ROSTER };
 static const char *const policy_names[] = { "always", "never", "roster", NULL };
@@ -72,6 +73,8 @@ static const struct pl_option mam_options[] = {
 static struct mam_conf conf;
 static struct pl_module *self;
 static struct pl_store_space *messages_space, *with_space, *meta_space, *prefs_space;
+/* "owner\0origin-id" -> seq (u64 BE): what a retraction names. */
+static struct pl_store_space *origin_space;
 static struct pl_counter *archived;
 
 /* Next sequence number and preferences per archive, loaded on first use. */
@@ -242,6 +245,18 @@ static uint64_t archive_message(const char *owner, const char *with,
 	with_key(&key, owner, with, seq, true);
 	if (!key.overflow)
 		pl_store_put(w, with_space, key.data, key.len, "", 0);
+	struct pl_xnode *origin = pl_xnode_find(message, "origin-id", NS_SID);
+	const char *origin_id = origin ? pl_xnode_attr(origin, "id") : NULL;
+	if (origin_id && *origin_id) {
+		struct pl_store_key k, value_key;
+		pl_store_key_init(&k);
+		pl_store_key_str(&k, owner);
+		pl_store_key_str(&k, origin_id);
+		pl_store_key_init(&value_key);
+		pl_store_key_u64(&value_key, seq);
+		if (!k.overflow)
+			pl_store_put(w, origin_space, k.data, k.len, value_key.data, value_key.len);
+	}
 	struct pl_store_key next;
 	pl_store_key_init(&next);
 	pl_store_key_u64(&next, a->next);
@@ -253,6 +268,73 @@ static uint64_t archive_message(const char *owner, const char *with,
 	pl_buf_free(&value);
 	pl_counter_add(archived, 1);
 	return seq;
+}
+
+static void format_stamp(int64_t ms, char *out, size_t size);
+
+/* XEP-0424: `retracting` names a message by its origin-id; if owner's
+ * archive holds it and it came from `sender`, it becomes a tombstone: the
+ * same message without its payload, marked <retracted/>, for every reader
+ * of the archive. */
+static void apply_retraction(const char *owner, const char *sender,
+			     const struct pl_xnode *retracting)
+{
+	struct pl_xnode *retract = pl_xnode_find(retracting, "retract", NS_RETRACT);
+	const char *id = retract ? pl_xnode_attr(retract, "id") : NULL;
+	if (!id || !*id)
+		return;
+	struct pl_store_key k;
+	pl_store_key_init(&k);
+	pl_store_key_str(&k, owner);
+	pl_store_key_str(&k, id);
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	const void *value;
+	size_t len;
+	uint64_t seq = 0;
+	struct pl_xnode *record = NULL;
+	if (read && !k.overflow && pl_store_get(read, origin_space, k.data, k.len, &value, &len) == 0 &&
+	    len == 8 && pl_store_key_read_u64(value, 8, &seq)) {
+		struct pl_store_key mk;
+		message_key(&mk, owner, seq);
+		if (pl_store_get(read, messages_space, mk.data, mk.len, &value, &len) == 0)
+			record = pl_xml_parse_element(value, len, NS_RECORD);
+	}
+	if (read)
+		pl_store_read_end(read);
+	struct pl_xnode *original = record ? pl_xnode_first_element(record) : NULL;
+	const char *from = original ? pl_xnode_attr(original, "from") : NULL;
+	char *original_sender = from ? pl_jid_normalize_bare(from) : NULL;
+	if (original && original_sender && strcmp(original_sender, sender) == 0) {
+		struct pl_xnode *tombstone = pl_xnode_new("archived", NS_RECORD);
+		pl_xnode_set_attr(tombstone, "with", pl_xnode_attr(record, "with"));
+		pl_xnode_set_attr(tombstone, "at", pl_xnode_attr(record, "at"));
+		struct pl_xnode *m = pl_xnode_add_element(tombstone, "message", PL_NS_CLIENT);
+		static const char *const kept[] = { "from", "to", "type", "id" };
+		for (size_t i = 0; i < PL_ARRAY_LEN(kept); i++)
+			if (pl_xnode_attr(original, kept[i]))
+				pl_xnode_set_attr(m, kept[i], pl_xnode_attr(original, kept[i]));
+		struct pl_xnode *mark = pl_xnode_add_element(m, "retracted", NS_RETRACT);
+		char stamp[40];
+		format_stamp(now_ms(), stamp, sizeof(stamp));
+		pl_xnode_set_attr(mark, "stamp", stamp);
+		pl_xnode_set_attr(mark, "id", id);
+		for (struct pl_xnode *c = pl_xnode_first_element(original); c; c = pl_xnode_next_element(c))
+			if (strcmp(c->name, "origin-id") == 0 || strcmp(c->name, "stanza-id") == 0)
+				pl_xnode_add_child(m, pl_xnode_copy(c));
+		struct pl_buf out = { 0 };
+		pl_xnode_serialize(tombstone, NULL, &out);
+		struct pl_store_key mk;
+		message_key(&mk, owner, seq);
+		struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+		pl_store_put(w, messages_space, mk.data, mk.len, out.data, out.len);
+		pl_store_write_submit(w, NULL, NULL);
+		pl_buf_free(&out);
+		pl_xnode_unref(&tombstone);
+		pl_module_log(self, 3, "%s: message %llu retracted by %s", owner,
+			      (unsigned long long)seq, sender);
+	}
+	free(original_sender);
+	pl_xnode_unref(&record);
 }
 
 /* Inbound: archived for the recipient, who gets the stanza-id with it.
@@ -285,6 +367,7 @@ static int on_stanza_in(struct pl_event *event, void *userdata)
 			pl_xnode_unref(&c);
 		}
 	}
+	apply_retraction(e->to->bare, with, e->stanza);
 	if (!wanted(e->to->bare, with)) {
 		free(with);
 		return PL_CONTINUE;
@@ -303,8 +386,10 @@ static int on_stanza_in(struct pl_event *event, void *userdata)
 static int on_stanza_out(struct pl_event *event, void *userdata)
 {
 	struct pl_route_event *e = event->data;
-	if (strcmp(e->stanza->name, "message") != 0 || !archivable(e->stanza) ||
-	    !wanted(e->origin->bare_jid, e->to->bare))
+	if (strcmp(e->stanza->name, "message") != 0 || !archivable(e->stanza))
+		return PL_CONTINUE;
+	apply_retraction(e->origin->bare_jid, e->origin->bare_jid, e->stanza);
+	if (!wanted(e->origin->bare_jid, e->to->bare))
 		return PL_CONTINUE;
 	archive_message(e->origin->bare_jid, e->to->bare, e->stanza);
 	return PL_CONTINUE;
@@ -979,7 +1064,8 @@ static int mam_load(struct pl_module *m, const void *conf_ptr, char **error)
 	with_space = pl_store_open(m, "with");
 	meta_space = pl_store_open(m, "meta");
 	prefs_space = pl_store_open(m, "prefs");
-	if (!messages_space || !with_space || !meta_space || !prefs_space)
+	origin_space = pl_store_open(m, "origin");
+	if (!messages_space || !with_space || !meta_space || !prefs_space || !origin_space)
 		return pl_error(error, -EIO, "cannot open the archive's store spaces");
 	memset(archives, 0, sizeof(archives));
 	archived = pl_counter("archived-messages");

@@ -254,6 +254,37 @@ int main(void)
 	page_free(&p);
 	free(h5_id);
 
+	/* XEP-0424: the sender retracts a message; both archives keep a
+	 * tombstone. Someone else cannot retract it. */
+	raw_client_send(alice, "<message to='bob@localhost' type='chat'><body>oops</body>"
+			       "<origin-id xmlns='urn:xmpp:sid:0' id='oops-1'/></message>");
+	raw_client_sync(alice);
+	raw_client_send(bob, "<message to='alice@localhost' type='chat'><body>not yours</body>"
+			     "<retract xmlns='urn:xmpp:message-retract:1' id='oops-1'/></message>");
+	raw_client_sync(bob);
+	raw_client_sync(alice);
+	p = query(bob, "<field var='with'><value>alice@localhost</value></field>", "<max>3</max><before/>", false);
+	ok(strstr(p.bodies, "oops") != NULL, "a retraction by the other party changes nothing");
+	page_free(&p);
+	raw_client_send(alice, "<message to='bob@localhost' type='chat'><body>retracted a message</body>"
+			       "<retract xmlns='urn:xmpp:message-retract:1' id='oops-1'/></message>");
+	raw_client_sync(alice);
+	raw_client_sync(bob);
+	p = query(bob, "<field var='with'><value>alice@localhost</value></field>", "<max>4</max><before/>", false);
+	ok(!strstr(p.bodies, "oops"), "in bob's archive the message is gone");
+	page_free(&p);
+	raw_client_send(bob, "<iq type='set' id='tomb'><query xmlns='urn:xmpp:mam:2' queryid='tomb'>"
+			     "<set xmlns='http://jabber.org/protocol/rsm'><max>4</max><before/></set></query></iq>");
+	char *tomb_fin = raw_client_wait(bob, "id='tomb'", 5000);
+	free(tomb_fin);
+	char *tomb = raw_client_wait(bob, "<retracted", 100);
+	has_str(tomb, "xmlns='urn:xmpp:message-retract:1'", "a tombstone marks it retracted for bob");
+	free(tomb);
+	raw_client_discard(bob);
+	p = query(alice, "<field var='with'><value>bob@localhost</value></field>", "<max>4</max><before/>", false);
+	ok(!strstr(p.bodies, "oops"), "and in alice's archive too");
+	page_free(&p);
+
 	/* An operator deletes an archive; its numbering goes on. */
 	const char *delete_args[] = { "delete-archive", "bob@localhost", NULL };
 	char *out = NULL, *err = NULL;
