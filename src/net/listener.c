@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -30,6 +31,11 @@ static void on_connection(struct evconnlistener *ev, evutil_socket_t fd,
 			  struct sockaddr *peer, int peer_len, void *arg)
 {
 	struct pl_listener *l = arg;
+	/* Stanzas are written whole, a loop iteration at a time: waiting for
+	 * more (Nagle) only adds a delayed-ACK round (40 ms) to answers made
+	 * of several writes, such as an archive page. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	l->on_accept(fd, peer, (socklen_t)peer_len, l->userdata);
 }
 
