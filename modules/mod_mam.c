@@ -1039,6 +1039,7 @@ static int on_account_features(struct pl_event *event, void *userdata)
 	struct pl_xnode *query = event->data;
 	pl_xnode_set_attr(pl_xnode_add_element(query, "feature", NULL), "var", NS_MAM);
 	pl_xnode_set_attr(pl_xnode_add_element(query, "feature", NULL), "var", NS_MAM_EXTENDED);
+	pl_xnode_set_attr(pl_xnode_add_element(query, "feature", NULL), "var", NS_RETRACT);
 	return PL_CONTINUE;
 }
 

@@ -298,6 +298,21 @@ int main(void)
 			free(m);
 		}
 		is_int(out_of_order, 0, "round %d: they arrive in the order they were sent", round);
+		/* And they are in dave's archive: acknowledged means archived. */
+		raw_client_send(dave, "<iq type='set' id='arch%d'><query xmlns='urn:xmpp:mam:2'>"
+				      "<set xmlns='http://jabber.org/protocol/rsm'><max>%d</max><before/>"
+				      "</set></query></iq>", round, CRASH_MESSAGES);
+		char fin_needle[48];
+		snprintf(fin_needle, sizeof(fin_needle), "<iq type='result' id='arch%d'", round);
+		char *fin = raw_client_wait(dave, fin_needle, 10000);
+		free(fin);
+		int archived = 0;
+		char *result;
+		while ((result = raw_client_wait(dave, "<result xmlns='urn:xmpp:mam:2'", 0)) != NULL) {
+			archived += strstr(result, needle) != NULL;
+			free(result);
+		}
+		is_int(archived, CRASH_MESSAGES, "round %d: all of them survived in the archive too", round);
 		is_int(missing, 0, "round %d: none of the acknowledged messages is lost", round);
 		is_int(twice, 0, "round %d: none is delivered twice", round);
 		/* Dave stays for the grace period so that the queue is emptied. */
