@@ -83,7 +83,18 @@ struct archive {
 	uint64_t next;
 	int policy;                /* enum policy */
 	struct pl_string_list always, never;  /* bare JIDs, owned */
+	/* Archive writes in flight, and the queries that wait for them: a
+	 * query sees every message its owner already has (read your writes). */
+	unsigned pending;
+	struct waiting_query *waiting;
 	struct archive *chain;
+};
+
+struct waiting_query {
+	struct pl_xnode *iq;       /* owned copy */
+	char *full_jid;            /* owned */
+	uint64_t session_id;
+	struct waiting_query *next;
 };
 
 static void free_list(struct pl_string_list *l)
@@ -97,6 +108,13 @@ static void free_list(struct pl_string_list *l)
 
 static void archive_free(struct archive *a)
 {
+	while (a->waiting) {
+		struct waiting_query *w = a->waiting;
+		a->waiting = w->next;
+		pl_xnode_unref(&w->iq);
+		free(w->full_jid);
+		free(w);
+	}
 	free_list(&a->always);
 	free_list(&a->never);
 	free(a->owner);
@@ -223,6 +241,35 @@ static bool wanted(const char *owner, const char *with)
 	return query.in_roster;
 }
 
+static int run_query(const struct pl_xnode *stanza, struct pl_session *session);
+
+static void on_archived(void *arg, int status)
+{
+	char *owner = arg;
+	struct archive **link = &archives[pl_hash_string(owner) % ARCHIVE_BUCKETS];
+	while (*link && strcmp((*link)->owner, owner) != 0)
+		link = &(*link)->chain;
+	struct archive *a = *link;
+	if (status != 0)
+		pl_module_log(self, 0, "%s: a message was not archived: %s", owner, strerror(-status));
+	if (a && a->pending && --a->pending == 0) {
+		while (a->waiting && !a->pending) {
+			struct waiting_query *w = a->waiting;
+			a->waiting = w->next;
+			struct pl_session *s = pl_router_find(w->full_jid);
+			if (s && s->id == w->session_id) {
+				int result = run_query(w->iq, s);
+				if (PL_HOOK_IS_ERROR(result))
+					pl_route_error(w->iq, PL_HOOK_ERROR_CONDITION(result), NULL);
+			}
+			pl_xnode_unref(&w->iq);
+			free(w->full_jid);
+			free(w);
+		}
+	}
+	free(owner);
+}
+
 /* Stores `message` in owner's archive; returns its sequence number. */
 static uint64_t archive_message(const char *owner, const char *with,
 				const struct pl_xnode *message)
@@ -264,7 +311,8 @@ static uint64_t archive_message(const char *owner, const char *with,
 	void *meta = pl_user_key(owner, "", &meta_len);
 	pl_store_put(w, meta_space, meta, meta_len, next.data, next.len);
 	free(meta);
-	pl_store_write_submit(w, NULL, NULL);
+	a->pending++;
+	pl_store_write_submit(w, on_archived, pl_strdup(owner));
 	pl_buf_free(&value);
 	pl_counter_add(archived, 1);
 	return seq;
@@ -595,11 +643,28 @@ static int on_query(struct pl_event *event, void *userdata)
 	const char *to = pl_xnode_attr(iq->stanza, "to");
 	if (!iq->session || (to && strcmp(to, iq->session->bare_jid) != 0))
 		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
-	struct pl_xnode *request = pl_xnode_find(iq->stanza, "query", NS_MAM);
+	struct archive *a = archive_get(iq->session->bare_jid);
+	if (a->pending) {
+		struct waiting_query *w = pl_calloc(1, sizeof(*w));
+		w->iq = pl_xnode_copy(iq->stanza);
+		w->full_jid = pl_strdup(iq->session->full_jid);
+		w->session_id = iq->session->id;
+		struct waiting_query **tail = &a->waiting;
+		while (*tail)
+			tail = &(*tail)->next;
+		*tail = w;
+		return PL_HANDLED;
+	}
+	return run_query(iq->stanza, iq->session);
+}
+
+static int run_query(const struct pl_xnode *stanza, struct pl_session *session)
+{
+	struct pl_xnode *request = pl_xnode_find(stanza, "query", NS_MAM);
 	struct pl_xnode *form = pl_xnode_find(request, "x", NS_DATA);
 	struct pl_xnode *set = pl_xnode_find(request, "set", NS_RSM);
 	const char *query_id = pl_xnode_attr(request, "queryid");
-	struct query q = { .owner = iq->session->bare_jid, .max = (size_t)conf.default_page };
+	struct query q = { .owner = session->bare_jid, .max = (size_t)conf.default_page };
 	int result = PL_HANDLED;
 	char *with = form ? field_value(form, "with") : NULL;
 	char *start = form ? field_value(form, "start") : NULL;
@@ -738,9 +803,9 @@ static int on_query(struct pl_event *event, void *userdata)
 	if (!PL_HOOK_IS_ERROR(result)) {
 		for (size_t k = 0; k < q.count; k++) {
 			size_t i = flip ? q.count - 1 - k : k;
-			send_result(iq->session, query_id, q.seqs[i], q.records[i]);
+			send_result(session, query_id, q.seqs[i], q.records[i]);
 		}
-		struct pl_xnode *reply = pl_iq_result(iq->stanza);
+		struct pl_xnode *reply = pl_iq_result(stanza);
 		struct pl_xnode *fin = pl_xnode_add_element(reply, "fin", NS_MAM);
 		if (!q.more)
 			pl_xnode_set_attr(fin, "complete", "true");

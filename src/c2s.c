@@ -23,6 +23,7 @@
 #include "xml/stream.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <stddef.h>
@@ -216,6 +217,11 @@ static struct event_base *loop;
 static struct c2s *streams;
 static struct pl_xml_limits limits;
 static struct event *keepalive_timer;
+/* Every few seconds, parsers of streams that went quiet are freed
+ * (pl_xml_stream_hibernate): most connections are idle most of the time,
+ * and expat's ~11 KB would be most of what an idle session costs. */
+static struct event *parser_sweep;
+#define PARSER_IDLE_MS 2000
 
 static void write_text(struct c2s *c, const char *text)
 {
@@ -1545,6 +1551,23 @@ static int on_user_deleted(struct pl_event *event, void *userdata)
 	return PL_CONTINUE;
 }
 
+static void on_parser_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	int64_t now = pl_now_ms();
+	size_t freed = 0;
+	for (struct c2s *c = streams; c; c = c->next) {
+		if (!c->conn || c->state == CLOSING || now - c->last_heard_ms < PARSER_IDLE_MS)
+			continue;
+		size_t before = pl_xml_stream_memory(c->parser);
+		if (pl_xml_stream_hibernate(c->parser))
+			freed += before - pl_xml_stream_memory(c->parser);
+	}
+	/* Freed parsers sit between live blocks, where the allocator keeps
+	 * them; after a wave of logins, give the pages back. */
+	if (freed >= 1024 * 1024)
+		malloc_trim(0);
+}
+
 int pl_c2s_start(struct event_base *base, const struct pl_config *config, char **error)
 {
 	loop = base;
@@ -1557,6 +1580,9 @@ int pl_c2s_start(struct event_base *base, const struct pl_config *config, char *
 	int64_t tick = (conf.ping_idle_ms < conf.ping_timeout_ms ? conf.ping_idle_ms
 								 : conf.ping_timeout_ms) / 4;
 	pl_hook(NULL, "user-deleted", on_user_deleted, NULL, 0);
+	parser_sweep = event_new(base, -1, EV_PERSIST, on_parser_sweep, NULL);
+	struct timeval sweep_every = { PARSER_IDLE_MS / 1000, (PARSER_IDLE_MS % 1000) * 1000 };
+	event_add(parser_sweep, &sweep_every);
 	keepalive_timer = event_new(base, -1, EV_PERSIST, on_keepalive, NULL);
 	struct timeval every = { tick / 1000, (tick % 1000) * 1000 };
 	event_add(keepalive_timer, &every);
@@ -1609,6 +1635,10 @@ void pl_c2s_stop(void)
 	if (keepalive_timer) {
 		event_free(keepalive_timer);
 		keepalive_timer = NULL;
+	}
+	if (parser_sweep) {
+		event_free(parser_sweep);
+		parser_sweep = NULL;
 	}
 	pl_tls_shutdown();
 	pl_options_free(c2s_options, &conf);

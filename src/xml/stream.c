@@ -69,6 +69,7 @@ struct pl_xml_stream {
 	size_t stanza_arena;        /* first arena block for the next stanza */
 	size_t parser_bytes, parser_peak;
 	bool failed, paused, reset_requested, in_parse, replaying, out_of_budget;
+	bool dormant;               /* parser freed while idle (pl_xml_stream_hibernate) */
 };
 
 const char *pl_xml_error_condition(enum pl_xml_error error)
@@ -420,6 +421,7 @@ struct pl_xml_stream *pl_xml_stream_new(const struct pl_xml_limits *limits,
 static void reset_now(struct pl_xml_stream *s)
 {
 	clear_state(s);
+	s->dormant = false;
 	/* A new parser rather than XML_ParserReset, which keeps the input
 	 * buffer and the name tables at whatever size they grew to. */
 	free_parser(s);
@@ -596,14 +598,18 @@ static bool parse(struct pl_xml_stream *s, const char *data, size_t len)
 	return true;
 }
 
-/* Between stanzas, a parser that grew is swapped for a new one, put into
- * the same place by replaying the stream's start tag with the callbacks
- * quiet. False (after on_error) if that somehow fails. */
-static bool recycle(struct pl_xml_stream *s)
+/* Between stanzas, with nothing pending: the parser can be replaced. */
+static bool at_boundary(const struct pl_xml_stream *s)
 {
-	if (s->depth != 1 || s->root || s->held.len || s->fed != s->token_start ||
-	    s->parser_bytes < RECYCLE_PARSER_BYTES || !s->header.len)
-		return true;
+	return s->parser && !s->in_parse && !s->failed && !s->paused && s->depth == 1 &&
+	       !s->root && !s->held.len && s->fed == s->token_start && s->header.len;
+}
+
+/* A new parser put into the place of the old one by replaying the
+ * stream's start tag with the callbacks quiet. False (after on_error) if
+ * that somehow fails. */
+static bool renew(struct pl_xml_stream *s)
+{
 	struct pl_buf header = s->header;
 	char *content_ns = s->content_ns;
 	s->header = (struct pl_buf){ 0 };
@@ -623,6 +629,26 @@ static bool recycle(struct pl_xml_stream *s)
 	return true;
 }
 
+/* Between stanzas, a parser that grew is swapped for a new one. */
+static bool recycle(struct pl_xml_stream *s)
+{
+	if (!at_boundary(s) || s->parser_bytes < RECYCLE_PARSER_BYTES)
+		return true;
+	return renew(s);
+}
+
+bool pl_xml_stream_hibernate(struct pl_xml_stream *s)
+{
+	if (s->dormant)
+		return true;
+	if (!at_boundary(s))
+		return false;
+	free_parser(s);
+	pl_buf_free(&s->text);
+	s->dormant = true;
+	return true;
+}
+
 ssize_t pl_xml_stream_feed(struct pl_xml_stream *s, const char *data, size_t len)
 {
 	if (s->failed)
@@ -631,6 +657,8 @@ ssize_t pl_xml_stream_feed(struct pl_xml_stream *s, const char *data, size_t len
 		fail(s, PL_XML_NOT_WELL_FORMED, "input after a pause without a reset");
 		return -1;
 	}
+	if (s->dormant && !renew(s))
+		return -1;
 	size_t done = 0;
 	while (done < len) {
 		/* The bytes of the element in progress (or of whatever sits

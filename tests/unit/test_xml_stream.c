@@ -114,6 +114,33 @@ static void expect_error(const char *label, const char *document, enum pl_xml_er
 
 int main(void)
 {
+	{
+		/* An idle stream hibernates: its parser is freed, and the next
+		 * input finds the same stream context (namespaces, prefixes). */
+		struct recorder r;
+		start(&r);
+		pl_xml_stream_feed(r.stream, header, strlen(header));
+		const char *first = "<message to='a@b'><body>one</body></message>";
+		pl_xml_stream_feed(r.stream, first, strlen(first));
+		size_t awake = pl_xml_stream_memory(r.stream);
+		ok(pl_xml_stream_hibernate(r.stream), "an idle stream between stanzas hibernates");
+		size_t asleep = pl_xml_stream_memory(r.stream);
+		ok(asleep * 4 < awake, "and holds far less memory (%zu bytes, was %zu)", asleep, awake);
+		const char *second = "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+				     "</stream:error><message><body>two</body></message>";
+		pl_xml_stream_feed(r.stream, second, strlen(second));
+		is_int(r.opens, 1, "waking up does not report the stream header again");
+		is_int(r.errors, 0, "nor any error");
+		ok(strstr(r.stanzas.data, "<stream:error") || strstr(r.stanzas.data, "etherx.jabber.org"),
+		   "the stream: prefix still resolves after waking up");
+		ok(strstr(r.stanzas.data, "<body>two</body>") != NULL, "and stanzas come as before");
+		const char *partial = "<message><bo";
+		pl_xml_stream_feed(r.stream, partial, strlen(partial));
+		ok(!pl_xml_stream_hibernate(r.stream), "a stream inside a stanza does not hibernate");
+		pl_xml_stream_feed(r.stream, "dy>three</body></message>", 25);
+		ok(strstr(r.stanzas.data, "<body>three</body>") != NULL, "and finishes the stanza");
+		stop(&r);
+	}
 	const char *stanzas =
 		"<message to='juliet@example.com' id='1'><body>Art thou &amp; there?</body>"
 		"<x xmlns='jabber:x:oob'><url>http://e.x/a?b&amp;c</url></x></message>\n \t "
