@@ -87,6 +87,10 @@ struct archive {
 	 * query sees every message its owner already has (read your writes). */
 	unsigned pending;
 	struct waiting_query *waiting;
+	/* Records in the archive, kept with `next` in mam.meta so that an
+	 * unfiltered query can say how many there are (RSM count). */
+	uint64_t count;
+	bool count_known;
 	struct archive *chain;
 };
 
@@ -165,9 +169,13 @@ static struct archive *archive_get(const char *owner)
 	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
 	const void *value;
 	size_t value_len;
+	a->count_known = true; /* an archive without meta is empty */
 	if (read && pl_store_get(read, meta_space, key, key_len, &value, &value_len) == 0 &&
-	    value_len == 8)
+	    (value_len == 8 || value_len == 16)) {
 		pl_store_key_read_u64(value, 8, &a->next);
+		a->count_known = value_len == 16 &&
+				 pl_store_key_read_u64((const uint8_t *)value + 8, 8, &a->count);
+	}
 	a->policy = conf.default_policy;
 	if (read && pl_store_get(read, prefs_space, key, key_len, &value, &value_len) == 0) {
 		struct pl_xnode *prefs = pl_xml_parse_element(value, value_len, NS_MAM);
@@ -270,6 +278,20 @@ static void on_archived(void *arg, int status)
 	free(owner);
 }
 
+/* mam.meta: the next sequence number and the record count. */
+static void put_meta(struct pl_store_write *w, const struct archive *a)
+{
+	struct pl_store_key value;
+	pl_store_key_init(&value);
+	pl_store_key_u64(&value, a->next);
+	if (a->count_known)
+		pl_store_key_u64(&value, a->count);
+	size_t key_len;
+	void *key = pl_user_key(a->owner, "", &key_len);
+	pl_store_put(w, meta_space, key, key_len, value.data, value.len);
+	free(key);
+}
+
 /* Stores `message` in owner's archive; returns its sequence number. */
 static uint64_t archive_message(const char *owner, const char *with,
 				const struct pl_xnode *message)
@@ -304,13 +326,8 @@ static uint64_t archive_message(const char *owner, const char *with,
 		if (!k.overflow)
 			pl_store_put(w, origin_space, k.data, k.len, value_key.data, value_key.len);
 	}
-	struct pl_store_key next;
-	pl_store_key_init(&next);
-	pl_store_key_u64(&next, a->next);
-	size_t meta_len;
-	void *meta = pl_user_key(owner, "", &meta_len);
-	pl_store_put(w, meta_space, meta, meta_len, next.data, next.len);
-	free(meta);
+	a->count++;
+	put_meta(w, a);
 	a->pending++;
 	pl_store_write_submit(w, on_archived, pl_strdup(owner));
 	pl_buf_free(&value);
@@ -810,6 +827,13 @@ static int run_query(const struct pl_xnode *stanza, struct pl_session *session)
 		if (!q.more)
 			pl_xnode_set_attr(fin, "complete", "true");
 		struct pl_xnode *page = pl_xnode_add_element(fin, "set", NS_RSM);
+		struct archive *a = archive_get(q.owner);
+		bool unfiltered = !q.with && !q.start_ms && !q.end_ms && !ids;
+		if (unfiltered && a->count_known) {
+			char total[24];
+			snprintf(total, sizeof(total), "%" PRIu64, a->count);
+			pl_xnode_add_text(pl_xnode_add_element(page, "count", NULL), total, strlen(total));
+		}
 		if (q.count) {
 			char id[24];
 			snprintf(id, sizeof(id), "%" PRIu64, q.seqs[flip ? q.count - 1 : 0]);
@@ -1042,6 +1066,10 @@ static int on_ctl_delete(struct pl_event *event, void *userdata)
 	pl_store_key_str(&prefix, owner);
 	pl_store_del_prefix(w, messages_space, prefix.data, prefix.len);
 	pl_store_del_prefix(w, with_space, prefix.data, prefix.len);
+	struct archive *a = archive_get(owner);
+	a->count = 0;
+	a->count_known = true;
+	put_meta(w, a);
 	pl_module_log(self, 2, "deleting the archive of %s (parleyctl)", owner);
 	free(owner);
 	pl_store_write_submit(w, pl_ctl_command_done_status, command->request);
@@ -1081,13 +1109,23 @@ static void on_expiry(evutil_socket_t fd, short what, void *arg)
 	pl_store_scan(read, meta_space, NULL, 0, NULL, 0, collect_owner, &owners);
 	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
 	size_t deleted = 0, budget = 10000;
+	size_t *gone = pl_calloc(owners.count ? owners.count : 1, sizeof(*gone));
+	for (size_t i = 0; i < owners.count && deleted < budget; i++) {
+		gone[i] = expire_archive(read, w, owners.names[i], cutoff, budget - deleted);
+		deleted += gone[i];
+	}
+	/* The counts after the scan: archive_get may read the store itself. */
+	pl_store_read_end(read);
 	for (size_t i = 0; i < owners.count; i++) {
-		if (deleted < budget)
-			deleted += expire_archive(read, w, owners.names[i], cutoff, budget - deleted);
+		if (gone[i]) {
+			struct archive *a = archive_get(owners.names[i]);
+			a->count = a->count > gone[i] ? a->count - gone[i] : 0;
+			put_meta(w, a);
+		}
 		free(owners.names[i]);
 	}
+	free(gone);
 	free(owners.names);
-	pl_store_read_end(read);
 	if (deleted) {
 		pl_store_write_submit(w, NULL, NULL);
 		pl_module_log(self, 2, "expired %zu archived messages older than %lld s", deleted,

@@ -169,6 +169,9 @@ int main(void)
 	p = query(alice, NULL, "<max>100</max>", false);
 	is_int(p.count, 37, "everything: 37 messages");
 	page_free(&p);
+	p = query(alice, NULL, "<max>10</max>", false);
+	has_str(p.fin, "<count>37</count>", "a page of an unfiltered query says how many there are (RSM count)");
+	page_free(&p);
 	p = query(alice, "<field var='with'><value>bob@localhost</value></field>", "<max>1</max><after>4</after>", false);
 	h5_id = p.first_result_id ? strdup(p.first_result_id) : NULL;
 	is_str(p.bodies, "h5", "a page after id 4 starts with id 5");
@@ -293,6 +296,7 @@ int main(void)
 	free(err);
 	p = query(bob, NULL, "<max>100</max>", false);
 	is_int(p.count, 0, "bob's archive is empty");
+	has_str(p.fin, "<count>0</count>", "and counts none");
 	page_free(&p);
 	raw_client_send(alice, "<message to='bob@localhost' type='chat'><body>fresh start</body></message>");
 	char *fresh = raw_client_wait(bob, "fresh start", 5000);
