@@ -423,3 +423,46 @@ int ph_ctl(const struct ph_server *s, const char *const *args, const char *stdin
 	argv[argc] = NULL;
 	return ph_run(argv, stdin_text, out, err, 20000);
 }
+
+void ph_add_user(const struct ph_server *s, const char *user)
+{
+	char jid[128], password[128];
+	snprintf(jid, sizeof(jid), "%s@localhost", user);
+	snprintf(password, sizeof(password), "%s-secret\n", user);
+	const char *args[] = { "adduser", jid, NULL };
+	ph_ctl(s, args, password, NULL, NULL);
+}
+
+struct log_wait {
+	const struct ph_server *server;
+	const char *text;
+};
+
+static bool log_contains(void *arg)
+{
+	struct log_wait *w = arg;
+	char *log = ph_server_log(w->server);
+	bool found = log && strstr(log, w->text);
+	free(log);
+	return found;
+}
+
+bool ph_wait_log(const struct ph_server *s, const char *text, int timeout_ms)
+{
+	struct log_wait w = { s, text };
+	return ph_wait_for(log_contains, &w, timeout_ms);
+}
+
+long ph_rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	long kib = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "VmRSS:", 6) == 0)
+			kib = atol(line + 6);
+	if (f)
+		fclose(f);
+	return kib;
+}

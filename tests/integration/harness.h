@@ -65,6 +65,14 @@ int ph_run_parleyd(const char *const *args, const char *stdin_text, char **out,
 int ph_ctl(const struct ph_server *s, const char *const *args, const char *stdin_text,
 	   char **out, char **err);
 
+/* Creates user@localhost with the password "<user>-secret", the
+ * convention of the integration tests. */
+void ph_add_user(const struct ph_server *s, const char *user);
+/* Polls the daemon's log until it contains `text` (true) or timeout_ms. */
+bool ph_wait_log(const struct ph_server *s, const char *text, int timeout_ms);
+/* The resident memory of a process in KiB, or -1. */
+long ph_rss_kib(pid_t pid);
+
 /* Paths of the build tree. */
 const char *ph_builddir(void);
 const char *ph_srcdir(void);

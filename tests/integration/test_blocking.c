@@ -11,15 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void add_user(const struct ph_server *s, const char *user)
-{
-	char jid[128], password[128];
-	snprintf(jid, sizeof(jid), "%s@localhost", user);
-	snprintf(password, sizeof(password), "%s-secret\n", user);
-	const char *args[] = { "adduser", jid, NULL };
-	ph_ctl(s, args, password, NULL, NULL);
-}
-
 static struct raw_client *online(const struct ph_server *s, const char *user, const char *resource)
 {
 	char password[128];
@@ -56,8 +47,8 @@ int main(void)
 	ph_server_init(&s, NULL);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts"))
 		return done_testing();
-	add_user(&s, "alice");
-	add_user(&s, "bob");
+	ph_add_user(&s, "alice");
+	ph_add_user(&s, "bob");
 	struct raw_client *alice = online(&s, "alice", "desk");
 	struct raw_client *alice_phone = online(&s, "alice", "phone");
 	struct raw_client *bob = online(&s, "bob", "laptop");

@@ -294,20 +294,6 @@ static char *raw_exchange(int port, const char *text)
 	return answer;
 }
 
-static long rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	long kib = -1;
-	while (f && fgets(line, sizeof(line), f))
-		if (strncmp(line, "VmRSS:", 6) == 0)
-			kib = atol(line + 6);
-	if (f)
-		fclose(f);
-	return kib;
-}
-
 static int open_raw(int port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -550,7 +536,7 @@ int main(void)
 	 * client reads while it writes: once the server has closed, a reset
 	 * would discard an answer that was left unread. */
 	{
-		long before = rss_kib(s.pid);
+		long before = ph_rss_kib(s.pid);
 		int fd = open_raw(s.c2s_port);
 		const char *h = header_to("localhost");
 		char refusal[16384] = "";
@@ -588,7 +574,7 @@ int main(void)
 		has_str(refusal, "<policy-violation", "a 10 MB stanza gets policy-violation");
 		if (fd >= 0)
 			close(fd);
-		long after = rss_kib(s.pid);
+		long after = ph_rss_kib(s.pid);
 		/* ASan keeps freed memory in quarantine: a looser bound there,
 		 * still far below the 10 MB (plus overhead) of a buffered stanza. */
 		long allowed = getenv("PARLEY_SANITIZERS") ? 24 * 1024 : 8 * 1024;

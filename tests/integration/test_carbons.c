@@ -10,15 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void add_user(const struct ph_server *s, const char *user)
-{
-	char jid[128], password[128];
-	snprintf(jid, sizeof(jid), "%s@localhost", user);
-	snprintf(password, sizeof(password), "%s-secret\n", user);
-	const char *args[] = { "adduser", jid, NULL };
-	ph_ctl(s, args, password, NULL, NULL);
-}
-
 static struct raw_client *online(const struct ph_server *s, const char *user, const char *resource,
 				 int priority)
 {
@@ -53,8 +44,8 @@ int main(void)
 	ph_server_init(&s, NULL);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts"))
 		return done_testing();
-	add_user(&s, "alice");
-	add_user(&s, "bob");
+	ph_add_user(&s, "alice");
+	ph_add_user(&s, "bob");
 	struct raw_client *phone = online(&s, "alice", "phone", 5);
 	struct raw_client *laptop = online(&s, "alice", "laptop", 1);
 	struct raw_client *tablet = online(&s, "alice", "tablet", 0);

@@ -10,15 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void add_user(const struct ph_server *s, const char *user)
-{
-	char jid[128], password[128];
-	snprintf(jid, sizeof(jid), "%s@localhost", user);
-	snprintf(password, sizeof(password), "%s-secret\n", user);
-	const char *args[] = { "adduser", jid, NULL };
-	ph_ctl(s, args, password, NULL, NULL);
-}
-
 static struct raw_client *online(const struct ph_server *s, const char *user)
 {
 	char password[128];
@@ -59,8 +50,8 @@ int main(void)
 	ph_server_init(&s, NULL);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts"))
 		return done_testing();
-	add_user(&s, "alice");
-	add_user(&s, "bob");
+	ph_add_user(&s, "alice");
+	ph_add_user(&s, "bob");
 	struct raw_client *alice = online(&s, "alice");
 	struct raw_client *bob = online(&s, "bob");
 	if (!ok(alice && bob, "alice and bob are online"))

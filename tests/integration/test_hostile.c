@@ -52,20 +52,6 @@ static void expect_stream_error(const struct ph_server *s, const char *xml, cons
 	bystanders_still_talk(what);
 }
 
-static long rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	long kib = -1;
-	while (f && fgets(line, sizeof(line), f))
-		if (strncmp(line, "VmRSS:", 6) == 0)
-			kib = atol(line + 6);
-	if (f)
-		fclose(f);
-	return kib;
-}
-
 static char *repeat(const char *unit, int count, const char *prefix, const char *suffix)
 {
 	size_t size = strlen(prefix) + strlen(unit) * (size_t)count + strlen(suffix) + 1;
@@ -100,7 +86,7 @@ int main(void)
 	bystanders_still_talk("logging in");
 
 	/* Billion laughs: entity declarations are refused before any expansion. */
-	long before = rss_kib(s.pid);
+	long before = ph_rss_kib(s.pid);
 	{
 		struct raw_client *c = raw_client_connect(s.c2s_tls_port, true);
 		raw_client_send(c,
@@ -122,7 +108,7 @@ int main(void)
 		free(error);
 		raw_client_free(c);
 	}
-	long after = rss_kib(s.pid);
+	long after = ph_rss_kib(s.pid);
 	ok(after - before < 8192, "and the server did not grow (%ld KiB before, %ld KiB after)",
 	   before, after);
 	bystanders_still_talk("a billion-laughs document");

@@ -12,15 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void add_user(const struct ph_server *s, const char *user)
-{
-	char jid[128], password[128];
-	snprintf(jid, sizeof(jid), "%s@localhost", user);
-	snprintf(password, sizeof(password), "%s-secret\n", user);
-	const char *args[] = { "adduser", jid, NULL };
-	ph_ctl(s, args, password, NULL, NULL);
-}
-
 static struct raw_client *online(const struct ph_server *s, const char *user)
 {
 	char password[128];
@@ -111,9 +102,9 @@ int main(void)
 	ph_server_init(&s, NULL);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts"))
 		return done_testing();
-	add_user(&s, "alice");
-	add_user(&s, "bob");
-	add_user(&s, "carol");
+	ph_add_user(&s, "alice");
+	ph_add_user(&s, "bob");
+	ph_add_user(&s, "carol");
 	struct raw_client *alice = online(&s, "alice");
 	struct raw_client *bob = online(&s, "bob");
 	struct raw_client *carol = online(&s, "carol");
@@ -322,8 +313,8 @@ int main(void)
 	free(patched);
 	free(config);
 	if (ok(ph_server_start(&r, NULL) == 0, "a server keeping archives for 2 s starts")) {
-		add_user(&r, "alice");
-		add_user(&r, "bob");
+		ph_add_user(&r, "alice");
+		ph_add_user(&r, "bob");
 		alice = online(&r, "alice");
 		bob = online(&r, "bob");
 		for (int i = 1; i <= 3; i++)

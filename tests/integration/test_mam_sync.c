@@ -13,15 +13,6 @@
 
 enum { TOTAL = 1000, PAGE = 37 };
 
-static void add_user(const struct ph_server *s, const char *user)
-{
-	char jid[128], password[128];
-	snprintf(jid, sizeof(jid), "%s@localhost", user);
-	snprintf(password, sizeof(password), "%s-secret\n", user);
-	const char *args[] = { "adduser", jid, NULL };
-	ph_ctl(s, args, password, NULL, NULL);
-}
-
 static struct raw_client *online(const struct ph_server *s, const char *user, const char *resource)
 {
 	char password[128];
@@ -87,8 +78,8 @@ int main(void)
 	free(config);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts"))
 		return done_testing();
-	add_user(&s, "dave");
-	add_user(&s, "erin");
+	ph_add_user(&s, "dave");
+	ph_add_user(&s, "erin");
 	struct raw_client *phone = online(&s, "dave", "phone");
 	struct raw_client *laptop = online(&s, "dave", "laptop");
 	struct raw_client *erin = online(&s, "erin", "e");

@@ -12,37 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void add_user(const struct ph_server *s, const char *user)
-{
-	char jid[128], password[128];
-	snprintf(jid, sizeof(jid), "%s@localhost", user);
-	snprintf(password, sizeof(password), "%s-secret\n", user);
-	const char *args[] = { "adduser", jid, NULL };
-	ph_ctl(s, args, password, NULL, NULL);
-}
-
 static struct raw_client *login(const struct ph_server *s, const char *user, const char *resource)
 {
 	char password[128];
 	snprintf(password, sizeof(password), "%s-secret", user);
 	return raw_client_new_session(s->c2s_tls_port, user, password, resource);
-}
-
-struct log_wait {
-	const struct ph_server *server;
-	const char *text;
-	int occurrences;
-};
-
-static bool log_has(void *arg)
-{
-	struct log_wait *w = arg;
-	char *log = ph_server_log(w->server);
-	int n = 0;
-	for (const char *p = log; p && (p = strstr(p, w->text)); p++)
-		n++;
-	free(log);
-	return n >= w->occurrences;
 }
 
 /* Positions of the bodies in the order they arrived. */
@@ -71,8 +45,8 @@ int main(void)
 	free(config);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts with fsync durability"))
 		return done_testing();
-	add_user(&s, "alice");
-	add_user(&s, "bob");
+	ph_add_user(&s, "alice");
+	ph_add_user(&s, "bob");
 	struct raw_client *alice = login(&s, "alice", "desk");
 	if (!ok(alice != NULL, "alice logs in; bob is offline"))
 		return done_testing();
@@ -114,8 +88,8 @@ int main(void)
 
 	/* Bob drops before the grace period: the messages stay queued. */
 	raw_client_free(bob);
-	struct log_wait left = { &s, "left before the grace period", 1 };
-	if (!ok(ph_wait_for(log_has, &left, 5000), "the server notes that bob left too early")) {
+	if (!ok(ph_wait_log(&s, "left before the grace period", 5000),
+		"the server notes that bob left too early")) {
 		char *l = ph_server_log(&s);
 		diag("%s", l);
 		free(l);
@@ -123,8 +97,8 @@ int main(void)
 	bob = login(&s, "bob", "laptop");
 	raw_client_send(bob, "<presence/>");
 	ok(arrived_in_order(bob, bodies, 4), "so bob's next login gets them again, in order");
-	struct log_wait safe = { &s, "delivered and safe", 1 };
-	ok(ph_wait_for(log_has, &safe, 5000), "bob stays up for the grace period: they are safe");
+	ok(ph_wait_log(&s, "delivered and safe", 5000),
+	   "bob stays up for the grace period: they are safe");
 	raw_client_free(bob);
 	bob = login(&s, "bob", "tablet");
 	raw_client_send(bob, "<presence/>");

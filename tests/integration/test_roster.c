@@ -21,15 +21,6 @@ static long long now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void add_user(const struct ph_server *s, const char *user)
-{
-	char jid[128], password[128];
-	snprintf(jid, sizeof(jid), "%s@localhost", user);
-	snprintf(password, sizeof(password), "%s-secret\n", user);
-	const char *args[] = { "adduser", jid, NULL };
-	ph_ctl(s, args, password, NULL, NULL);
-}
-
 /* Logs in, asks for the roster (becoming an interested resource) and
  * sends initial presence with a status. */
 static struct raw_client *online(const struct ph_server *s, const char *user, const char *resource)
@@ -66,9 +57,9 @@ int main(void)
 	ph_server_init(&s, NULL);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts"))
 		return done_testing();
-	add_user(&s, "alice");
-	add_user(&s, "bob");
-	add_user(&s, "carol");
+	ph_add_user(&s, "alice");
+	ph_add_user(&s, "bob");
+	ph_add_user(&s, "carol");
 
 	struct raw_client *alice = online(&s, "alice", "desk");
 	struct raw_client *bob = online(&s, "bob", "phone");
@@ -324,7 +315,7 @@ int main(void)
 	free(with_c2s);
 	free(with_roster);
 	if (ok(ph_server_start(&l, NULL) == 0, "a server with max-items=2000 starts")) {
-		add_user(&l, "dave");
+		ph_add_user(&l, "dave");
 		struct raw_client *dave = online(&l, "dave", "d");
 		enum { ITEMS = 2000 };
 		long long times[2] = { 0, 0 };

@@ -14,15 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void add_user(const struct ph_server *s, const char *user)
-{
-	char jid[128], password[128];
-	snprintf(jid, sizeof(jid), "%s@localhost", user);
-	snprintf(password, sizeof(password), "%s-secret\n", user);
-	const char *args[] = { "adduser", jid, NULL };
-	ph_ctl(s, args, password, NULL, NULL);
-}
-
 static struct raw_client *login(const struct ph_server *s, const char *user, const char *resource)
 {
 	char password[128];
@@ -54,26 +45,6 @@ static bool acked(struct raw_client *c, unsigned h)
 			return true;
 	}
 	return false;
-}
-
-struct log_wait {
-	const struct ph_server *server;
-	const char *text;
-};
-
-static bool log_has(void *arg)
-{
-	struct log_wait *w = arg;
-	char *log = ph_server_log(w->server);
-	bool found = log && strstr(log, w->text);
-	free(log);
-	return found;
-}
-
-static bool wait_log(const struct ph_server *s, const char *text)
-{
-	struct log_wait w = { s, text };
-	return ph_wait_for(log_has, &w, 10000);
 }
 
 /* A new connection up to the point where bind or resume comes. */
@@ -119,7 +90,7 @@ int main(void)
 		return done_testing();
 	const char *users[] = { "alice", "bob", "carol", "dave", "erin" };
 	for (size_t i = 0; i < 5; i++)
-		add_user(&s, users[i]);
+		ph_add_user(&s, users[i]);
 
 	struct raw_client *alice = login(&s, "alice", "a");
 	char *alice_id = alice ? enable(alice, NULL) : NULL;
@@ -137,7 +108,7 @@ int main(void)
 	/* Bob has handled only two of them when his connection dies. */
 	raw_client_send(bob, "<a xmlns='urn:xmpp:sm:3' h='2'/>");
 	raw_client_free(bob);
-	ok(wait_log(&s, "bob@localhost/b waits"), "bob's session waits to be resumed");
+	ok(ph_wait_log(&s, "bob@localhost/b waits", 10000), "bob's session waits to be resumed");
 	raw_client_send(alice, "<message to='bob@localhost/b' type='chat'><body>m6</body></message>");
 	raw_client_send(alice, "<message to='bob@localhost/b' type='chat'><body>m7</body></message>");
 	ok(acked(alice, 7), "messages to the waiting session are acknowledged too");
@@ -184,10 +155,10 @@ int main(void)
 	char *carol_id = enable(carol, "1");
 	ok(carol_id != NULL, "carol enables resumption with max=1");
 	raw_client_free(carol);
-	ok(wait_log(&s, "carol@localhost/c waits 1 s"), "her session waits one second");
+	ok(ph_wait_log(&s, "carol@localhost/c waits 1 s", 10000), "her session waits one second");
 	for (int i = 1; i <= 3; i++)
 		raw_client_send(alice, "<message to='carol@localhost/c' type='chat'><body>t%d</body></message>", i);
-	ok(wait_log(&s, "carol@localhost/c was not resumed in time"), "it is not resumed in time");
+	ok(ph_wait_log(&s, "carol@localhost/c was not resumed in time", 10000), "it is not resumed in time");
 	carol = login(&s, "carol", "c2");
 	raw_client_send(carol, "<presence/>");
 	ok(raw_client_seen(carol, "<body>t3</body>", 5000), "carol's next login gets the messages");
@@ -258,7 +229,7 @@ int main(void)
 			raw_client_send(away, "<presence/>");
 			free(enable(away, NULL));
 			raw_client_free(away);
-			ok(wait_log(&s, waits), "round %d: dave's session waits to be resumed", round);
+			ok(ph_wait_log(&s, waits, 10000), "round %d: dave's session waits to be resumed", round);
 		}
 		struct raw_client *sender = login(&s, "alice", "crash");
 		free(enable(sender, NULL));
@@ -319,7 +290,7 @@ int main(void)
 		char safe[96];
 		snprintf(safe, sizeof(safe), "dave@localhost/%s: %d offline messages delivered and safe",
 			 dave_resource, CRASH_MESSAGES);
-		ok(wait_log(&s, safe), "round %d: the queue is emptied", round);
+		ok(ph_wait_log(&s, safe, 10000), "round %d: the queue is emptied", round);
 		raw_client_free(dave);
 	}
 

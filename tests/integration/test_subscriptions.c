@@ -333,16 +333,6 @@ static const char *password_of(const char *user, char *buf, size_t len)
 	return buf;
 }
 
-static void add_user(struct ph_server *s, const char *user)
-{
-	char jid[64], pw[80];
-	snprintf(jid, sizeof(jid), "%s@localhost", user);
-	password_of(user, pw, sizeof(pw) - 1);
-	strcat(pw, "\n");
-	const char *args[] = { "adduser", jid, NULL };
-	ph_ctl(s, args, pw, NULL, NULL);
-}
-
 /* Logs in (direct TLS), asks for the roster (an interested resource) when
  * `roster`, sends initial presence `presence` (NULL: none). */
 static bool peer_login(struct ph_server *s, struct peer *p, const char *user,
@@ -619,8 +609,8 @@ static bool pair_login(struct ph_server *s, struct peer *a, struct peer *b, char
 	row_number++;
 	snprintf(name_a, len, "u%da", row_number);
 	snprintf(name_b, len, "u%db", row_number);
-	add_user(s, name_a);
-	add_user(s, name_b);
+	ph_add_user(s, name_a);
+	ph_add_user(s, name_b);
 	bool fine = peer_login(s, a, name_a, "ra", true, "<presence/>");
 	fine = peer_login(s, b, name_b, "rb", true, "<presence/>") && fine;
 	if (fine) {
@@ -783,8 +773,8 @@ static void row_offline_contact(struct ph_server *srv)
 	row_number++;
 	snprintf(na, sizeof(na), "u%da", row_number);
 	snprintf(nb, sizeof(nb), "u%db", row_number);
-	add_user(srv, na);
-	add_user(srv, nb);
+	ph_add_user(srv, na);
+	ph_add_user(srv, nb);
 	memset(&b, 0, sizeof(b));
 	if (!ok(peer_login(srv, &a, na, "ra", true, "<presence/>"),
 		"offline row: the user logs in"))
@@ -1062,7 +1052,7 @@ static void row_roster_basics(struct ph_server *srv)
 	row_number++;
 	char user[32];
 	snprintf(user, sizeof(user), "u%dr", row_number);
-	add_user(srv, user);
+	ph_add_user(srv, user);
 	memset(&r2, 0, sizeof(r2));
 	memset(&r3, 0, sizeof(r3));
 	bool fine = peer_login(srv, &r1, user, "one", true, "<presence/>");
@@ -1188,7 +1178,7 @@ static void row_versioning(struct ph_server *srv)
 	row_number++;
 	char user[32], pw[80];
 	snprintf(user, sizeof(user), "u%dv", row_number);
-	add_user(srv, user);
+	ph_add_user(srv, user);
 	memset(&v2, 0, sizeof(v2));
 
 	/* The stream features after authentication. */
