@@ -884,6 +884,33 @@ static int compare_bytes(const void *a, size_t a_len, const void *b, size_t b_le
 	return a_len < b_len ? -1 : a_len > b_len;
 }
 
+/* Calls fn from the cursor's position while keys carry the prefix,
+ * stepping with `step` (MDB_NEXT or MDB_PREV); closes the cursor. rc is
+ * the status of the positioning. */
+static int walk(MDB_cursor *cursor, int rc, MDB_val *key, MDB_val *value, MDB_cursor_op step,
+		const struct pl_store_space *space, const void *prefix, size_t prefix_len,
+		pl_store_scan_fn fn, void *arg)
+{
+	int result = 0;
+	while (rc == 0) {
+		if (prefix_len &&
+		    (key->mv_size < prefix_len || memcmp(key->mv_data, prefix, prefix_len) != 0))
+			break;
+		result = fn(arg, key->mv_data, key->mv_size, value->mv_data, value->mv_size);
+		if (result)
+			break;
+		rc = mdb_cursor_get(cursor, key, value, step);
+	}
+	mdb_cursor_close(cursor);
+	if (result)
+		return result;
+	if (rc && rc != MDB_NOTFOUND) {
+		pl_log(PL_LOG_ERROR, "store", "scan of %s failed: %s", space->name, mdb_strerror(rc));
+		return -EIO;
+	}
+	return 0;
+}
+
 int pl_store_scan(struct pl_store_read *r, struct pl_store_space *space, const void *prefix,
 		  size_t prefix_len, const void *start, size_t start_len, pl_store_scan_fn fn,
 		  void *arg)
@@ -909,25 +936,7 @@ int pl_store_scan(struct pl_store_read *r, struct pl_store_space *space, const v
 	} else {
 		rc = mdb_cursor_get(cursor, &key, &value, MDB_FIRST);
 	}
-	int result = 0;
-	while (rc == 0) {
-		if (prefix_len &&
-		    (key.mv_size < prefix_len || memcmp(key.mv_data, prefix, prefix_len) != 0))
-			break;
-		result = fn(arg, key.mv_data, key.mv_size, value.mv_data, value.mv_size);
-		if (result)
-			break;
-		rc = mdb_cursor_get(cursor, &key, &value, MDB_NEXT);
-	}
-	mdb_cursor_close(cursor);
-	if (result)
-		return result;
-	if (rc && rc != MDB_NOTFOUND) {
-		pl_log(PL_LOG_ERROR, "store", "scan of %s failed: %s", space->name,
-		       mdb_strerror(rc));
-		return -EIO;
-	}
-	return 0;
+	return walk(cursor, rc, &key, &value, MDB_NEXT, space, prefix, prefix_len, fn, arg);
 }
 
 int pl_store_scan_reverse(struct pl_store_read *r, struct pl_store_space *space,
@@ -970,25 +979,7 @@ int pl_store_scan_reverse(struct pl_store_read *r, struct pl_store_space *space,
 	} else {
 		rc = mdb_cursor_get(cursor, &key, &value, MDB_LAST);
 	}
-	int result = 0;
-	while (rc == 0) {
-		if (prefix_len &&
-		    (key.mv_size < prefix_len || memcmp(key.mv_data, prefix, prefix_len) != 0))
-			break;
-		result = fn(arg, key.mv_data, key.mv_size, value.mv_data, value.mv_size);
-		if (result)
-			break;
-		rc = mdb_cursor_get(cursor, &key, &value, MDB_PREV);
-	}
-	mdb_cursor_close(cursor);
-	if (result)
-		return result;
-	if (rc && rc != MDB_NOTFOUND) {
-		pl_log(PL_LOG_ERROR, "store", "reverse scan of %s failed: %s", space->name,
-		       mdb_strerror(rc));
-		return -EIO;
-	}
-	return 0;
+	return walk(cursor, rc, &key, &value, MDB_PREV, space, prefix, prefix_len, fn, arg);
 }
 
 /* ---- maintenance ------------------------------------------------------------ */
