@@ -38,7 +38,7 @@ static const struct pl_option dedup_options[] = {
 static struct dedup_conf conf;
 static struct pl_module *self;
 static struct pl_store_space *ids_space;
-static uint64_t duplicates_dropped;
+static struct pl_counter *duplicates_dropped;
 
 struct seen {
 	char *id;              /* owned */
@@ -133,8 +133,7 @@ static int on_stanza_out(struct pl_event *event, void *userdata)
 	for (size_t i = 0; i < s->count; i++) {
 		struct seen *seen = slot(s, i);
 		if (seen->at >= oldest && strcmp(seen->id, id) == 0) {
-			duplicates_dropped++;
-			pl_counter_add(pl_counter("duplicates-dropped"), 1);
+			pl_counter_add(duplicates_dropped, 1);
 			pl_module_log(self, 2, "%s: dropped a message sent again (origin-id %s)",
 				      e->origin->full_jid, id);
 			return PL_HANDLED;
@@ -192,7 +191,7 @@ static int dedup_load(struct pl_module *m, const void *conf_ptr, char **error)
 	if (!ids_space)
 		return pl_error(error, -EIO, "cannot open the origin-id store space");
 	memset(senders, 0, sizeof(senders));
-	duplicates_dropped = 0;
+	duplicates_dropped = pl_counter("duplicates-dropped");
 	/* After blocking (priority 100): a blocked message is not remembered. */
 	pl_hook(m, "stanza/out", on_stanza_out, NULL, 50);
 	pl_hook(m, "user-deleted", on_user_deleted, NULL, 0);
@@ -201,8 +200,6 @@ static int dedup_load(struct pl_module *m, const void *conf_ptr, char **error)
 
 static void dedup_unload(struct pl_module *m)
 {
-	pl_module_log(m, 2, "%llu duplicate messages dropped since start",
-		      (unsigned long long)duplicates_dropped);
 	for (size_t b = 0; b < SENDER_BUCKETS; b++) {
 		while (senders[b]) {
 			struct sender *s = senders[b];

@@ -52,13 +52,14 @@ static const struct pl_option offline_options[] = {
 static struct offline_conf conf;
 static struct pl_module *self;
 static struct pl_store_space *queue_space;
+static struct pl_counter *stored_counter, *delivered_counter, *refused_counter;
 
 /* What is known of a user's queue; loaded on first use, forgotten when
- * empty. `first` is the lowest sequence still queued, `next` the one the
+ * empty. `next` is the sequence number the
  * next message gets. */
 struct queue {
 	char *owner;               /* bare JID, owned */
-	uint64_t first, next, count;
+	uint64_t next, count;
 	/* Deliveries removed messages: count again from the store before the
 	 * count is used (it may be a little high while deletes are in flight,
 	 * never low). `next` only ever grows, so sequence numbers are never
@@ -105,8 +106,6 @@ static int count_entry(void *arg, const void *key, size_t key_len, const void *v
 	uint64_t seq;
 	if (key_len < 8 || !pl_store_key_read_u64((const uint8_t *)key + key_len - 8, 8, &seq))
 		return 0;
-	if (q->count == 0 || seq < q->first)
-		q->first = seq;
 	if (seq >= q->next)
 		q->next = seq + 1;
 	q->count++;
@@ -240,7 +239,7 @@ static int on_offline_message(struct pl_event *event, void *userdata)
 			      e->to, q->count, pl_xnode_attr(e->stanza, "from"));
 		pl_route_error(e->stanza, PL_ERR_RESOURCE_CONSTRAINT,
 			       "the recipient's offline queue is full");
-		pl_counter_add(pl_counter("offline-refused-full"), 1);
+		pl_counter_add(refused_counter, 1);
 		return PL_HANDLED;
 	}
 	struct pl_xnode *copy = pl_xnode_copy(e->stanza);
@@ -258,15 +257,13 @@ static int on_offline_message(struct pl_event *event, void *userdata)
 	struct stored *st = pl_malloc(sizeof(*st));
 	st->owner = pl_strdup(e->to);
 	st->seq = q->next;
-	if (q->count == 0)
-		q->first = q->next;
 	q->next++;
 	q->count++;
 	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
 	pl_store_put(w, queue_space, key.data, key.len, value.data, value.len);
 	pl_store_write_submit(w, on_stored, st);
 	pl_buf_free(&value);
-	pl_counter_add(pl_counter("offline-stored"), 1);
+	pl_counter_add(stored_counter, 1);
 	return PL_HANDLED;
 }
 
@@ -391,7 +388,7 @@ static void deliver_queue(struct pl_session *session)
 		pl_store_read_end(read);
 	}
 	pl_module_log(self, 3, "%s: delivered %zu offline messages", d->full_jid, d->count);
-	pl_counter_add(pl_counter("offline-delivered"), d->count);
+	pl_counter_add(delivered_counter, d->count);
 	if (conf.grace_ms == 0 || d->count == 0) {
 		forget_delivered(d);
 	} else {
@@ -438,7 +435,7 @@ static void deliver_late(const char *owner, uint64_t seq)
 	if (deliveries)
 		deliveries->prev = d;
 	deliveries = d;
-	pl_counter_add(pl_counter("offline-delivered"), 1);
+	pl_counter_add(delivered_counter, 1);
 	if (conf.grace_ms == 0) {
 		forget_delivered(d);
 	} else {
@@ -469,6 +466,9 @@ static int offline_load(struct pl_module *m, const void *conf_ptr, char **error)
 		return pl_error(error, -EIO, "cannot open the offline queue's store space");
 	memset(queues, 0, sizeof(queues));
 	deliveries = NULL;
+	stored_counter = pl_counter("offline-stored");
+	delivered_counter = pl_counter("offline-delivered");
+	refused_counter = pl_counter("offline-refused-full");
 	pl_feature(m, "msgoffline");
 	pl_hook(m, "message/offline", on_offline_message, NULL, 0);
 	/* After the roster: contacts learn of the login first. */
