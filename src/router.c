@@ -3,8 +3,9 @@
  * messages to a bare JID go to the available resources of highest
  * non-negative priority (all of them for type chat, RFC 6121 8.5.2.1.1),
  * IQs to a bare JID or to the server are the server's to answer, and
- * what nobody can take is bounced with service-unavailable. Domains that
- * are not ours get remote-server-not-found until federation exists. */
+ * what nobody can take is bounced with service-unavailable. Stanzas for
+ * a domain service (MUC, components) go to its handler; other domains to
+ * the remote route, or back as remote-server-not-found without one. */
 #include "router.h"
 #include "hooks.h"
 #include "jid.h"
@@ -12,6 +13,7 @@
 #include "server.h"
 #include "util.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +27,17 @@ struct user_entry {
 
 static struct user_entry *buckets[USER_BUCKETS];
 static size_t session_total;
+
+/* Few domains (a MUC service per host, some components): a list. */
+struct domain_service {
+	char *domain;                 /* owned */
+	pl_domain_route_fn *route;
+	void *context;                /* the registrant's */
+	struct domain_service *next;
+};
+static struct domain_service *domain_services;
+static pl_domain_route_fn *remote_route;
+static void *remote_context;
 
 static const char *const error_names[] = {
 	NULL, "bad-request", "conflict", "feature-not-implemented", "forbidden", "gone",
@@ -105,6 +118,14 @@ void pl_router_init(void)
 
 void pl_router_shutdown(void)
 {
+	while (domain_services) {
+		struct domain_service *gone = domain_services;
+		domain_services = gone->next;
+		free(gone->domain);
+		free(gone);
+	}
+	remote_route = NULL;
+	remote_context = NULL;
 	for (size_t b = 0; b < USER_BUCKETS; b++) {
 		while (buckets[b]) {
 			struct user_entry *u = buckets[b];
@@ -114,6 +135,51 @@ void pl_router_shutdown(void)
 		}
 	}
 	session_total = 0;
+}
+
+static struct domain_service *find_domain_service(const char *domain)
+{
+	for (struct domain_service *d = domain_services; d; d = d->next)
+		if (strcmp(d->domain, domain) == 0)
+			return d;
+	return NULL;
+}
+
+int pl_router_add_domain(const char *domain, pl_domain_route_fn *route, void *context)
+{
+	if (pl_server_find_host(domain) || find_domain_service(domain))
+		return -EEXIST;
+	struct domain_service *d = pl_calloc(1, sizeof(*d));
+	d->domain = pl_strdup(domain);
+	d->route = route;
+	d->context = context;
+	d->next = domain_services;
+	domain_services = d;
+	return 0;
+}
+
+void pl_router_remove_domain(const char *domain)
+{
+	for (struct domain_service **link = &domain_services; *link; link = &(*link)->next) {
+		if (strcmp((*link)->domain, domain) == 0) {
+			struct domain_service *gone = *link;
+			*link = gone->next;
+			free(gone->domain);
+			free(gone);
+			return;
+		}
+	}
+}
+
+bool pl_router_is_local_domain(const char *domain)
+{
+	return pl_server_find_host(domain) || find_domain_service(domain);
+}
+
+void pl_router_set_remote(pl_domain_route_fn *route, void *context)
+{
+	remote_route = route;
+	remote_context = context;
 }
 
 struct pl_session *pl_router_find(const char *full_jid)
@@ -326,8 +392,14 @@ void pl_route(struct pl_xnode *stanza, struct pl_session *origin)
 			goto out;
 	}
 	if (!pl_server_find_host(jid.domain)) {
-		pl_route_error(stanza, PL_ERR_REMOTE_SERVER_NOT_FOUND,
-			       "federation is not available yet");
+		struct domain_service *service = find_domain_service(jid.domain);
+		if (service)
+			service->route(service->context, stanza, origin, &jid);
+		else if (remote_route)
+			remote_route(remote_context, stanza, origin, &jid);
+		else
+			pl_route_error(stanza, PL_ERR_REMOTE_SERVER_NOT_FOUND,
+				       "federation is not enabled");
 		goto out;
 	}
 	if (!jid.local) {

@@ -5,7 +5,9 @@
  * server to the modules' hooks ("iq/get/<namespace>", ...), and answers
  * with the RFC's stanza errors when nothing can take a stanza. A stream
  * front end (c2s today; s2s and components later) fills a pl_session and
- * binds it. Network thread only. */
+ * binds it. Domains that are not one of our hosts go to a registered
+ * domain service (a module's service such as MUC, a connected component)
+ * or else to the remote route (s2s) when one is set. Network thread only. */
 #ifndef PL_ROUTER_H
 #define PL_ROUTER_H
 
@@ -126,6 +128,23 @@ struct pl_session *pl_router_find(const char *full_jid);
 /* Every session of a bare JID (linked through next_of_user). */
 struct pl_session *pl_router_sessions_of(const char *bare_jid);
 size_t pl_router_session_count(void);
+
+/* A domain served in this process by something other than the user
+ * tables: a module's service (conference.<host>) or a connected
+ * component. `route` receives every stanza addressed to the domain or to
+ * a JID at it, after "stanza/out"; it borrows the stanza and owns the
+ * answer (errors included). */
+typedef void pl_domain_route_fn(void *context, struct pl_xnode *stanza,
+				struct pl_session *origin, const struct pl_jid *to);
+/* 0, or -EEXIST when the domain is a host or already served. The domain
+ * must be normalised; the router copies it. */
+int pl_router_add_domain(const char *domain, pl_domain_route_fn *route, void *context);
+void pl_router_remove_domain(const char *domain);
+/* Is `domain` one of ours (a host or a domain service)? */
+bool pl_router_is_local_domain(const char *domain);
+/* Stanzas for a domain that is neither a host nor a domain service go to
+ * `route` (federation); NULL: they bounce with remote-server-not-found. */
+void pl_router_set_remote(pl_domain_route_fn *route, void *context);
 
 /* Routes a stanza whose from/to are set (from a session or the server).
  * Borrows the stanza. */
