@@ -1,8 +1,9 @@
 /* mod_disco: XEP-0030 service discovery for the server. disco#info lists
  * the identities and features that every loaded module declared through
  * pl_feature/pl_identity (so the list is never kept by hand and cannot
- * drift from what is loaded); disco#items is empty until components and
- * MUC services exist. */
+ * drift from what is loaded); disco#items lists the services that
+ * modules host on subdomains (MUC...), collected through the
+ * "disco/items" hook (data: struct pl_disco_items). */
 #include "hooks.h"
 #include "parley/module.h"
 #include "router.h"
@@ -79,8 +80,13 @@ static int on_items(struct pl_event *event, void *userdata)
 	struct pl_iq_event *iq = event->data;
 	if (!addressed_to_host(iq->stanza))
 		return PL_CONTINUE;
+	struct pl_xnode *request = pl_xnode_find(iq->stanza, "query", NS_DISCO_ITEMS);
+	if (request && pl_xnode_attr(request, "node"))
+		return PL_HOOK_ERROR(PL_ERR_ITEM_NOT_FOUND);
 	struct pl_xnode *reply = pl_iq_result(iq->stanza);
-	pl_xnode_add_element(reply, "query", NS_DISCO_ITEMS);
+	struct pl_disco_items items = { pl_xnode_attr(iq->stanza, "to"),
+					pl_xnode_add_element(reply, "query", NS_DISCO_ITEMS) };
+	pl_hooks_fire("disco/items", &items);
 	pl_route(reply, NULL);
 	pl_xnode_unref(&reply);
 	return PL_HANDLED;

@@ -10,8 +10,11 @@
  * after, before, flip-page); a page costs one prefix scan that stops
  * after max+1 records, forwards or backwards, whatever the archive size.
  * Archive writes are part of the message's processing, so a stream
- * management ack for a message means it is archived on disk. */
+ * management ack for a message means it is archived on disk. Other
+ * modules keep archives of their own here (a MUC room's) through the
+ * "archive/..." hooks of src/archive.h. */
 #include "accounts.h"
+#include "archive.h"
 #include "hooks.h"
 #include "counters.h"
 #include "iq_storage.h"
@@ -96,8 +99,9 @@ struct archive {
 
 struct waiting_query {
 	struct pl_xnode *iq;       /* owned copy */
-	char *full_jid;            /* owned */
+	char *full_jid;            /* owned: who asked */
 	uint64_t session_id;
+	int64_t not_before_ms;
 	struct waiting_query *next;
 };
 
@@ -249,7 +253,8 @@ static bool wanted(const char *owner, const char *with)
 	return query.in_roster;
 }
 
-static int run_query(const struct pl_xnode *stanza, struct pl_session *session);
+static int run_query(const struct pl_xnode *stanza, const char *owner,
+		     struct pl_session *session, int64_t not_before_ms);
 
 static void on_archived(void *arg, int status)
 {
@@ -266,7 +271,7 @@ static void on_archived(void *arg, int status)
 			a->waiting = w->next;
 			struct pl_session *s = pl_router_find(w->full_jid);
 			if (s && s->id == w->session_id) {
-				int result = run_query(w->iq, s);
+				int result = run_query(w->iq, a->owner, s, w->not_before_ms);
 				if (PL_HOOK_IS_ERROR(result))
 					pl_route_error(w->iq, PL_HOOK_ERROR_CONDITION(result), NULL);
 			}
@@ -292,14 +297,16 @@ static void put_meta(struct pl_store_write *w, const struct archive *a)
 	free(key);
 }
 
-/* Stores `message` in owner's archive; returns its sequence number. */
+/* Stores `message` in owner's archive; returns its sequence number.
+ * `with` may be NULL (a room's archive is not indexed by correspondent). */
 static uint64_t archive_message(const char *owner, const char *with,
 				const struct pl_xnode *message)
 {
 	struct archive *a = archive_get(owner);
 	uint64_t seq = a->next++;
 	struct pl_xnode *record = pl_xnode_new("archived", NS_RECORD);
-	pl_xnode_set_attr(record, "with", with);
+	if (with)
+		pl_xnode_set_attr(record, "with", with);
 	char at[24];
 	snprintf(at, sizeof(at), "%" PRId64, now_ms());
 	pl_xnode_set_attr(record, "at", at);
@@ -311,9 +318,11 @@ static uint64_t archive_message(const char *owner, const char *with,
 	struct pl_store_key key;
 	message_key(&key, owner, seq);
 	pl_store_put(w, messages_space, key.data, key.len, value.data, value.len);
-	with_key(&key, owner, with, seq, true);
-	if (!key.overflow)
-		pl_store_put(w, with_space, key.data, key.len, "", 0);
+	if (with) {
+		with_key(&key, owner, with, seq, true);
+		if (!key.overflow)
+			pl_store_put(w, with_space, key.data, key.len, "", 0);
+	}
 	struct pl_xnode *origin = pl_xnode_find(message, "origin-id", NS_SID);
 	const char *origin_id = origin ? pl_xnode_attr(origin, "id") : NULL;
 	if (origin_id && *origin_id) {
@@ -622,8 +631,8 @@ static char *field_value(const struct pl_xnode *form, const char *var)
 	return NULL;
 }
 
-static void send_result(struct pl_session *to, const char *query_id, uint64_t seq,
-			const char *record_text)
+static void send_result(struct pl_session *to, const char *owner, const char *query_id,
+			uint64_t seq, const char *record_text)
 {
 	struct pl_xnode *record = pl_xml_parse_element(record_text, strlen(record_text), NS_RECORD);
 	struct pl_xnode *original = record ? pl_xnode_first_element(record) : NULL;
@@ -633,7 +642,7 @@ static void send_result(struct pl_session *to, const char *query_id, uint64_t se
 	}
 	struct pl_xnode *m = pl_xnode_new("message", PL_NS_CLIENT);
 	pl_xnode_set_attr(m, "to", to->full_jid);
-	pl_xnode_set_attr(m, "from", to->bare_jid);
+	pl_xnode_set_attr(m, "from", owner);
 	struct pl_xnode *result = pl_xnode_add_element(m, "result", NS_MAM);
 	if (query_id)
 		pl_xnode_set_attr(result, "queryid", query_id);
@@ -652,6 +661,27 @@ static void send_result(struct pl_session *to, const char *query_id, uint64_t se
 	pl_xnode_unref(&record);
 }
 
+/* A query sees every message already archived for its owner, written
+ * or not yet (read your writes): while writes are in flight it waits. */
+static int query_when_written(const struct pl_xnode *stanza, const char *owner,
+			      struct pl_session *session, int64_t not_before_ms)
+{
+	struct archive *a = archive_get(owner);
+	if (a->pending) {
+		struct waiting_query *w = pl_calloc(1, sizeof(*w));
+		w->iq = pl_xnode_copy(stanza);
+		w->full_jid = pl_strdup(session->full_jid);
+		w->session_id = session->id;
+		w->not_before_ms = not_before_ms;
+		struct waiting_query **tail = &a->waiting;
+		while (*tail)
+			tail = &(*tail)->next;
+		*tail = w;
+		return PL_HANDLED;
+	}
+	return run_query(stanza, owner, session, not_before_ms);
+}
+
 static int on_query(struct pl_event *event, void *userdata)
 {
 	struct pl_iq_event *iq = event->data;
@@ -660,28 +690,26 @@ static int on_query(struct pl_event *event, void *userdata)
 	const char *to = pl_xnode_attr(iq->stanza, "to");
 	if (!iq->session || (to && strcmp(to, iq->session->bare_jid) != 0))
 		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
-	struct archive *a = archive_get(iq->session->bare_jid);
-	if (a->pending) {
-		struct waiting_query *w = pl_calloc(1, sizeof(*w));
-		w->iq = pl_xnode_copy(iq->stanza);
-		w->full_jid = pl_strdup(iq->session->full_jid);
-		w->session_id = iq->session->id;
-		struct waiting_query **tail = &a->waiting;
-		while (*tail)
-			tail = &(*tail)->next;
-		*tail = w;
-		return PL_HANDLED;
-	}
-	return run_query(iq->stanza, iq->session);
+	return query_when_written(iq->stanza, iq->session->bare_jid, iq->session, 0);
 }
 
-static int run_query(const struct pl_xnode *stanza, struct pl_session *session)
+/* "archive/query" (src/archive.h): another module's archive. */
+static int on_archive_query(struct pl_event *event, void *userdata)
+{
+	struct pl_archive_query *q = event->data;
+	if (!q->recipient)
+		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
+	return query_when_written(q->iq, q->owner, q->recipient, q->not_before_ms);
+}
+
+static int run_query(const struct pl_xnode *stanza, const char *owner,
+		     struct pl_session *session, int64_t not_before_ms)
 {
 	struct pl_xnode *request = pl_xnode_find(stanza, "query", NS_MAM);
 	struct pl_xnode *form = pl_xnode_find(request, "x", NS_DATA);
 	struct pl_xnode *set = pl_xnode_find(request, "set", NS_RSM);
 	const char *query_id = pl_xnode_attr(request, "queryid");
-	struct query q = { .owner = session->bare_jid, .max = (size_t)conf.default_page };
+	struct query q = { .owner = owner, .max = (size_t)conf.default_page };
 	int result = PL_HANDLED;
 	char *with = form ? field_value(form, "with") : NULL;
 	char *start = form ? field_value(form, "start") : NULL;
@@ -719,6 +747,8 @@ static int run_query(const struct pl_xnode *stanza, struct pl_session *session)
 	}
 	if (!PL_HOOK_IS_ERROR(result) && start && (q.start_ms = parse_datetime(start)) < 0)
 		result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
+	if (not_before_ms > q.start_ms)
+		q.start_ms = not_before_ms;
 	if (!PL_HOOK_IS_ERROR(result) && end && (q.end_ms = parse_datetime(end)) < 0)
 		result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
 	/* Ids the client names must exist (XEP-0313 4.1.5: item-not-found). */
@@ -820,7 +850,7 @@ static int run_query(const struct pl_xnode *stanza, struct pl_session *session)
 	if (!PL_HOOK_IS_ERROR(result)) {
 		for (size_t k = 0; k < q.count; k++) {
 			size_t i = flip ? q.count - 1 - k : k;
-			send_result(session, query_id, q.seqs[i], q.records[i]);
+			send_result(session, owner, query_id, q.seqs[i], q.records[i]);
 		}
 		struct pl_xnode *reply = pl_iq_result(stanza);
 		struct pl_xnode *fin = pl_xnode_add_element(reply, "fin", NS_MAM);
@@ -828,7 +858,7 @@ static int run_query(const struct pl_xnode *stanza, struct pl_session *session)
 			pl_xnode_set_attr(fin, "complete", "true");
 		struct pl_xnode *page = pl_xnode_add_element(fin, "set", NS_RSM);
 		struct archive *a = archive_get(q.owner);
-		bool unfiltered = !q.with && !q.start_ms && !q.end_ms && !ids;
+		bool unfiltered = !q.with && !q.start_ms && !q.end_ms && !ids && !not_before_ms;
 		if (unfiltered && a->count_known) {
 			char total[24];
 			snprintf(total, sizeof(total), "%" PRIu64, a->count);
@@ -1049,8 +1079,22 @@ static size_t expire_archive(struct pl_store_read *read, struct pl_store_write *
 	return x.deleted;
 }
 
-/* parleyctl delete-archive JID: the whole archive goes, its numbering
- * stays (ids are never reused). */
+/* The whole archive goes, its numbering stays (ids are never reused). */
+static void delete_archive(struct pl_store_write *w, const char *owner)
+{
+	struct pl_store_key prefix;
+	pl_store_key_init(&prefix);
+	pl_store_key_str(&prefix, owner);
+	pl_store_del_prefix(w, messages_space, prefix.data, prefix.len);
+	pl_store_del_prefix(w, with_space, prefix.data, prefix.len);
+	pl_store_del_prefix(w, origin_space, prefix.data, prefix.len);
+	struct archive *a = archive_get(owner);
+	a->count = 0;
+	a->count_known = true;
+	put_meta(w, a);
+}
+
+/* parleyctl delete-archive JID. */
 static int on_ctl_delete(struct pl_event *event, void *userdata)
 {
 	struct pl_ctl_command *command = event->data;
@@ -1061,18 +1105,85 @@ static int on_ctl_delete(struct pl_event *event, void *userdata)
 		return PL_HANDLED;
 	}
 	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
-	struct pl_store_key prefix;
-	pl_store_key_init(&prefix);
-	pl_store_key_str(&prefix, owner);
-	pl_store_del_prefix(w, messages_space, prefix.data, prefix.len);
-	pl_store_del_prefix(w, with_space, prefix.data, prefix.len);
-	struct archive *a = archive_get(owner);
-	a->count = 0;
-	a->count_known = true;
-	put_meta(w, a);
+	delete_archive(w, owner);
 	pl_module_log(self, 2, "deleting the archive of %s (parleyctl)", owner);
 	free(owner);
 	pl_store_write_submit(w, pl_ctl_command_done_status, command->request);
+	return PL_HANDLED;
+}
+
+/* "archive/delete" (src/archive.h): a destroyed room's archive. */
+static int on_archive_delete(struct pl_event *event, void *userdata)
+{
+	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+	delete_archive(w, event->data);
+	pl_store_write_submit(w, NULL, NULL);
+	return PL_HANDLED;
+}
+
+/* "archive/append" (src/archive.h). */
+static int on_archive_append(struct pl_event *event, void *userdata)
+{
+	struct pl_archive_append *append = event->data;
+	append->id = archive_message(append->owner, append->with, append->message);
+	return PL_HANDLED;
+}
+
+struct recent {
+	struct pl_archive_recent *request;
+	struct pl_xnode **records;       /* owned, newest first */
+	uint64_t *ids;
+	size_t count;
+};
+
+static int take_recent(void *arg, const void *key, size_t key_len, const void *value,
+		       size_t value_len)
+{
+	struct recent *r = arg;
+	uint64_t seq;
+	if (!seq_of_key(key, key_len, &seq))
+		return 0;
+	struct pl_xnode *record = pl_xml_parse_element(value, value_len, NS_RECORD);
+	if (!record)
+		return 0;
+	const char *at = pl_xnode_attr(record, "at");
+	if (r->request->since_ms && (!at || strtoll(at, NULL, 10) < r->request->since_ms)) {
+		pl_xnode_unref(&record);
+		return 1; /* older still from here on */
+	}
+	r->records[r->count] = record;
+	r->ids[r->count++] = seq;
+	return r->count == r->request->max;
+}
+
+/* "archive/recent" (src/archive.h): one reverse scan of `max` records. */
+static int on_archive_recent(struct pl_event *event, void *userdata)
+{
+	struct pl_archive_recent *request = event->data;
+	if (!request->max)
+		return PL_HANDLED;
+	struct recent r = { request, pl_calloc(request->max, sizeof(*r.records)),
+			    pl_calloc(request->max, sizeof(*r.ids)), 0 };
+	struct pl_store_key prefix;
+	pl_store_key_init(&prefix);
+	pl_store_key_str(&prefix, request->owner);
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	if (read && !prefix.overflow) {
+		pl_store_scan_reverse(read, messages_space, prefix.data, prefix.len, NULL, 0,
+				      take_recent, &r);
+		pl_store_read_end(read);
+	} else if (read) {
+		pl_store_read_end(read);
+	}
+	for (size_t i = r.count; i-- > 0;) {
+		const char *at = pl_xnode_attr(r.records[i], "at");
+		struct pl_xnode *message = pl_xnode_first_element(r.records[i]);
+		if (message)
+			request->each(request->arg, r.ids[i], at ? strtoll(at, NULL, 10) : 0, message);
+		pl_xnode_unref(&r.records[i]);
+	}
+	free(r.records);
+	free(r.ids);
 	return PL_HANDLED;
 }
 
@@ -1184,6 +1295,10 @@ static int mam_load(struct pl_module *m, const void *conf_ptr, char **error)
 	pl_hook(m, "disco/account", on_account_features, NULL, 0);
 	pl_hook(m, "user-deleted", on_user_deleted, NULL, 0);
 	pl_hook(m, "ctl/delete-archive", on_ctl_delete, NULL, 0);
+	pl_hook(m, "archive/append", on_archive_append, NULL, 0);
+	pl_hook(m, "archive/query", on_archive_query, NULL, 0);
+	pl_hook(m, "archive/recent", on_archive_recent, NULL, 0);
+	pl_hook(m, "archive/delete", on_archive_delete, NULL, 0);
 	if (conf.max_age_ms > 0) {
 		expiry_timer = event_new(pl_server.base, -1, EV_PERSIST, on_expiry, NULL);
 		struct timeval every = { conf.expiry_interval_ms / 1000,

@@ -108,6 +108,13 @@ struct pl_route_event {
 	const struct pl_jid *to;        /* the parsed destination */
 };
 
+/* "disco/items": the server `host` is asked for its items (XEP-0030);
+ * handlers add <item jid=.../> children to `query` and continue. */
+struct pl_disco_items {
+	const char *host;
+	struct pl_xnode *query;
+};
+
 /* What iq hooks receive as event data. */
 struct pl_iq_event {
 	struct pl_xnode *stanza;        /* borrowed */

@@ -84,6 +84,7 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 		"    <module name=\"disco\"/>\n"
 		"    <module name=\"last\"/>\n"
 		"    <module name=\"mam\"/>\n"
+		"    <module name=\"muc\"/>\n"
 		"    <module name=\"offline\" delivery-grace=\"1s\"/>\n"
 		"    <module name=\"ping\"/>\n"
 		"    <module name=\"private\"/>\n"
