@@ -4,7 +4,9 @@
  * subject, and fail with the XEP's errors (locked, conflict, password,
  * members-only, banned, full, too long); messages carry one room
  * stanza-id and an occupant-id, private messages and nick changes (303)
- * work; kicks (307), bans (301), members-only (321/322), voice in
+ * work; full rooms, hidden rooms and the service's room list, admins
+ * named by the form; kicks (307), bans (301), members-only (321/322),
+ * archive access from membership on, voice in
  * moderated rooms; XEP-0410 self-pings; the room's archive pages like a
  * user's and answers members only in members-only rooms; a session that
  * ends (closed, or its stream-management timeout) leaves; persistent
@@ -431,6 +433,16 @@ int main(void)
 	ok(raw_client_seen(dave, "code='110'", WAIT), "and he gets his own unavailable (110)");
 	ok(joined(dave, ROOM1 "/Dave", "<history seconds='3600'/>"), "dave comes back (history of the last hour)");
 	ok(count_in(dave, "history 1") == 1, "and gets the messages of the last hour");
+	raw_client_send(dave, "<presence to='" ROOM1 "/Dave' type='unavailable'/>");
+	ok(raw_client_seen(dave, "type='unavailable'", WAIT), "dave leaves again");
+	raw_client_discard(dave);
+	ok(joined(dave, ROOM1 "/Dave", "<history since='2999-01-01T00:00:00Z'/>"),
+	   "and joins asking for what was said since a future date");
+	ok(count_in(dave, "<body>") == 0, "which is nothing");
+	answer = iq(eve, "get", SERVICE, "<query xmlns='http://jabber.org/protocol/disco#items'/>");
+	has_str(answer, "jid='" ROOM1 "'", "the public room is listed by the service");
+	has_str(answer, "name='Room One'", "with its name");
+	free(answer);
 
 	/* -- self-ping (XEP-0410) ---------------------------------------------------------- */
 	ok(iq_ok(bob, "get", ROOM1 "/Bobby", "<ping xmlns='urn:xmpp:ping'/>"),
@@ -568,6 +580,37 @@ int main(void)
 	ok(joined(dave, ROOM1 "/Dave", "<history maxstanzas='0'/>"),
 	   "the invitation made dave a member: he may enter");
 	raw_client_send(dave, "<presence to='" ROOM1 "/Dave' type='unavailable'/>");
+	ok(configure(alice, ROOM1, field("parley#memberhistory", "since-membership")),
+	   "alice lets new members read only what follows their membership");
+	raw_client_discard(dave);
+	answer = iq(dave, "set", ROOM1, "<query xmlns='urn:xmpp:mam:2' queryid='q3'/>");
+	has_str(answer, "complete='true'", "dave's archive query is complete");
+	free(answer);
+	ok(count_in(dave, "queryid='q3'") == 0, "and shows nothing from before he was a member");
+	say(alice, ROOM1, "after", "welcome dave");
+	ok(raw_client_seen(alice, "welcome dave", WAIT), "alice says something new");
+	raw_client_discard(dave);
+	answer = iq(dave, "set", ROOM1, "<query xmlns='urn:xmpp:mam:2' queryid='q4'/>");
+	free(answer);
+	ok(count_in(dave, "queryid='q4'") == 1, "which dave reads in the archive");
+
+	/* -- a full room, admins by the form -------------------------------------------------------------- */
+	ok(joined(alice, "small@" SERVICE "/Alice", NULL), "alice creates the room 'small'");
+	snprintf(fields, sizeof(fields), "%s%s%s", field("muc#roomconfig_maxusers", "2"),
+		 field("muc#roomconfig_publicroom", "0"),
+		 "<field var='muc#roomconfig_roomadmins'><value>eve@localhost</value></field>");
+	ok(configure(alice, "small@" SERVICE, fields), "for two occupants, hidden, with eve as admin");
+	answer = iq(eve, "get", SERVICE, "<query xmlns='http://jabber.org/protocol/disco#items'/>");
+	ok(answer && !strstr(answer, "small@"), "a hidden room is not listed");
+	free(answer);
+	ok(joined(bob, "small@" SERVICE "/Bob", NULL), "bob takes the second place");
+	ok(join_fails_with(carol, "small@" SERVICE "/Carol", NULL, "service-unavailable"),
+	   "carol finds the room full (service-unavailable)");
+	answer = join(eve, "small@" SERVICE "/Eve", NULL);
+	has_str(answer, "code='110'", "an admin still gets in");
+	has_str(answer, "affiliation='admin'", "eve is admin by the form's list");
+	has_str(answer, "role='moderator'", "and so a moderator");
+	free(answer);
 
 	/* -- a moderated room, voice ------------------------------------------------------------------- */
 	ok(joined(alice, "room3@" SERVICE "/Alice", NULL), "alice creates room3");
@@ -625,7 +668,7 @@ int main(void)
 	raw_client_free(bob);
 	raw_client_free(eve);
 	ok(ph_server_stop(&s) == 0, "the server stops cleanly");
-	config = server_config(&s, "message-rate=\"1\" message-burst=\"3\"");
+	config = server_config(&s, "message-rate=\"1\" message-burst=\"3\" max-rooms-per-user=\"2\"");
 	ph_server_write_config(&s, config);
 	free(config);
 	if (!ok(ph_server_start(&s, NULL) == 0, "and starts again (with strict flood control)"))
@@ -639,7 +682,7 @@ int main(void)
 	has_str(answer, "muc_membersonly", "and its configuration");
 	free(answer);
 	ok(joined(eve, ROOM1 "/Evie", "<history maxstanzas='1'/>"), "eve is still a member");
-	ok(raw_client_seen(eve, "<body>history 3</body>", WAIT), "history on join comes from the archive");
+	ok(raw_client_seen(eve, "<body>welcome dave</body>", WAIT), "history on join comes from the archive");
 	ok(raw_client_seen(eve, "<subject>Topic A</subject>", WAIT), "and the subject was kept");
 	struct raw_client *carol_again = online(&s, "carol", "c");
 	ok(join_fails_with(carol_again, ROOM1 "/Carol", NULL, "forbidden"), "carol is still banned");
@@ -658,6 +701,9 @@ int main(void)
 	}
 	ok(errors >= 4, "flood control: %d of 8 rapid messages are refused (resource-constraint)", errors);
 	ok(ph_wait_log(&s, "sends too fast", WAIT), "and logged");
+	ok(joined(bob, "r2@" SERVICE "/Bob", NULL), "bob enters a second room");
+	ok(join_fails_with(bob, "r3@" SERVICE "/Bob", NULL, "resource-constraint"),
+	   "but not a third (max-rooms-per-user 2): resource-constraint");
 
 	/* -- destroy ------------------------------------------------------------------------------------ */
 	ok(joined(alice, ROOM1 "/Alice", NULL), "alice joins room1");

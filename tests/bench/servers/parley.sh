@@ -44,6 +44,13 @@ start() {
     <module name="dedup"/>
     <module name="disco"/>
     <module name="last"/>
+    <!-- The room archive (one fsync'd write per groupchat message: the
+         others keep no room history here); one-to-one chats unarchived,
+         as on the other servers. -->
+    <module name="mam" default-policy="never"/>
+    <module name="muc" max-occupants="10000" default-max-occupants="10000"
+            max-rooms-per-user="10000" message-rate="100000" message-burst="100000"
+            default-history="0"/>
     <module name="offline" max-messages="100000"/>
     <module name="ping"/>
     <module name="private"/>
