@@ -102,10 +102,40 @@ static enum pl_jid_error prep_with_profile(const char *raw, const char *profile,
 	return PL_JID_OK;
 }
 
+/* Printable ASCII is what almost every JID is made of, and there both
+ * profiles reduce to a few rules (RFC 3920 appendices A and B over RFC 3454
+ * tables B.1, B.2, C.1.1, C.2.1): NFKC and the bidi rules change nothing,
+ * nodeprep folds A-Z to lower case and prohibits space and "&'/:<>@,
+ * resourceprep keeps everything but controls. Routing parses a JID for
+ * every stanza it delivers, so this skips libidn's UCS-4 round trip;
+ * anything else (controls, non-ASCII) takes the full profile. */
+static bool prep_ascii(const char *raw, bool nodeprep, char **out)
+{
+	size_t len = 0;
+	for (const char *p = raw; *p; p++, len++) {
+		unsigned char c = (unsigned char)*p;
+		if (c < 0x20 || c > 0x7e)
+			return false;
+		if (nodeprep && (c == ' ' || strchr("\"&'/:<>@", c)))
+			return false;
+	}
+	if (len == 0 || len > JID_PART_MAX)
+		return false; /* the full path reports these */
+	char *copy = pl_strdup(raw);
+	if (nodeprep)
+		for (char *p = copy; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p = (char)(*p - 'A' + 'a');
+	*out = copy;
+	return true;
+}
+
 /* Localparts name accounts, so unassigned code points (Unicode 3.2 tables)
  * are refused as RFC 3454 asks for stored strings. */
 static enum pl_jid_error prep_local(const char *raw, char **out)
 {
+	if (prep_ascii(raw, true, out))
+		return PL_JID_OK;
 	return prep_with_profile(raw, "Nodeprep", STRINGPREP_NO_UNASSIGNED,
 				 PL_JID_BAD_LOCALPART, out);
 }
@@ -116,6 +146,8 @@ static enum pl_jid_error prep_local(const char *raw, char **out)
  * prohibited tables (controls, non-characters, bidi rules) still apply. */
 static enum pl_jid_error prep_resource(const char *raw, char **out)
 {
+	if (prep_ascii(raw, false, out))
+		return PL_JID_OK;
 	return prep_with_profile(raw, "Resourceprep", 0, PL_JID_BAD_RESOURCE, out);
 }
 

@@ -7,8 +7,10 @@
 #include "jid.h"
 #include "../tap.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stringprep.h>
 
 static void valid(const char *text, const char *full, const char *bare)
 {
@@ -297,8 +299,41 @@ static void helpers(void)
 		   "error %d has its own message", e);
 }
 
+/* The ASCII fast path agrees with libidn's profiles on every printable
+ * and control character, alone and inside a longer part. */
+static void ascii_fast_path_matches_stringprep(void)
+{
+	int local_mismatches = 0, resource_mismatches = 0;
+	for (int c = 1; c < 0x80; c++) {
+		char raw[8];
+		snprintf(raw, sizeof(raw), "a%cB", c);
+		const char *profiles[] = { "Nodeprep", "Resourceprep" };
+		for (int k = 0; k < 2; k++) {
+			char *expected = NULL;
+			int flags = k == 0 ? STRINGPREP_NO_UNASSIGNED : 0;
+			if (stringprep_profile(raw, &expected, profiles[k], flags) != STRINGPREP_OK) {
+				free(expected);
+				expected = NULL;
+			}
+			char *got = k == 0 ? pl_jid_prep_local(raw) : pl_jid_prep_resource(raw);
+			bool same = (!got && !expected) || (got && expected && strcmp(got, expected) == 0);
+			if (!same && k == 0)
+				local_mismatches++;
+			else if (!same)
+				resource_mismatches++;
+			free(got);
+			free(expected);
+		}
+	}
+	ok(local_mismatches == 0, "localparts of ASCII characters prepare as nodeprep does (%d differ)",
+	   local_mismatches);
+	ok(resource_mismatches == 0,
+	   "resources of ASCII characters prepare as resourceprep does (%d differ)", resource_mismatches);
+}
+
 int main(void)
 {
+	ascii_fast_path_matches_stringprep();
 	rfc7622_valid();
 	rfc7622_invalid();
 	normalisation();
