@@ -191,6 +191,9 @@ static struct {
 	long bounced;
 
 	long server_rss_before, server_rss_after;
+	/* muc: the server's RSS with every session logged in, then once every
+	 * occupant joined and the join traffic settled: the cost of an occupant. */
+	long server_rss_logged_in, server_rss_joined;
 	long pbkdf2_computed;
 	char error[256];
 	bool timed_out, finished;
@@ -1578,10 +1581,24 @@ static void muc_join(struct session *s)
 	s->muc_join_sent = true;
 }
 
+static void muc_start_talking(evutil_socket_t fd, short what, void *data);
+
+/* The joins sent every occupant everyone's presence (n^2 stanzas): let the
+ * server flush and free those buffers before its RSS is read. */
+#define JOIN_SETTLE_S 2
+
 static void muc_all_joined(void)
 {
 	if (g.step_timer)
 		event_del(g.step_timer);
+	struct timeval settle = { JOIN_SETTLE_S, 0 };
+	event_base_once(g.base, -1, EV_TIMEOUT, muc_start_talking, NULL, &settle);
+}
+
+static void muc_start_talking(evutil_socket_t fd, short what, void *data)
+{
+	(void)fd, (void)what, (void)data;
+	g.server_rss_joined = server_rss_kb();
 	g.senders = xmalloc(sizeof *g.senders * (size_t)opt.senders);
 	g.targets = xmalloc(sizeof *g.targets * (size_t)opt.senders);
 	for (int i = 0; i < g.nsessions && g.nsenders < opt.senders; i++) {
@@ -1638,6 +1655,7 @@ static void muc_logged_in(void)
 		finish();
 		return;
 	}
+	g.server_rss_logged_in = server_rss_kb();
 	/* The first joiner alone, so that it creates (and if need be configures)
 	 * the room before the others arrive. */
 	g.first_joiner = first->index;
@@ -1967,6 +1985,12 @@ static void finish(void)
 			json_string("room", opt.room);
 			printf(",\"occupants\":%d,\"joined\":%ld,\"senders\":%d", opt.occupants, g.joined,
 			       g.nsenders);
+			if (g.joined > 0 && g.server_rss_logged_in > 0 && g.server_rss_joined > 0)
+				printf(",\"server_rss_kb_logged_in\":%ld,\"server_rss_kb_joined\":%ld,"
+				       "\"server_kb_per_occupant\":%.2f",
+				       g.server_rss_logged_in, g.server_rss_joined,
+				       (double)(g.server_rss_joined - g.server_rss_logged_in) /
+					       (double)g.joined);
 		}
 		uint64_t expected = g.sent - g.send_skipped;
 		if (opt.phase == PH_MUC)
