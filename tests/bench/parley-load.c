@@ -70,7 +70,7 @@
 #define MAX_REASONS 32
 #define STRAGGLER_WAIT_NS (5 * 1000000000LL)
 #define QUIET_WAIT_NS (5 * 1000000000LL)
-#define JOIN_WAIT_NS (15 * 1000000000LL)
+#define JOIN_WAIT_NS (60 * 1000000000LL)
 
 enum tls_mode { TLS_NONE, TLS_STARTTLS, TLS_DIRECT };
 enum phase { PH_REGISTER, PH_LOGIN, PH_IDLE, PH_MSG, PH_MUC, PH_OFFLINE };
@@ -194,6 +194,7 @@ static struct {
 	/* muc: the server's RSS with every session logged in, then once every
 	 * occupant joined and the join traffic settled: the cost of an occupant. */
 	long server_rss_logged_in, server_rss_joined;
+	bool talk_scheduled;
 	long pbkdf2_computed;
 	char error[256];
 	bool timed_out, finished;
@@ -1591,6 +1592,10 @@ static void muc_all_joined(void)
 {
 	if (g.step_timer)
 		event_del(g.step_timer);
+	/* Late joins after the join timeout end up here again. */
+	if (g.talk_scheduled)
+		return;
+	g.talk_scheduled = true;
 	struct timeval settle = { JOIN_SETTLE_S, 0 };
 	event_base_once(g.base, -1, EV_TIMEOUT, muc_start_talking, NULL, &settle);
 }
