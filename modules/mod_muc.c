@@ -223,6 +223,7 @@ struct room {
 struct service {
 	char *domain;                    /* owned */
 	char *host;                      /* owned: the host it serves */
+	bool registered;                 /* with the router (ours to remove) */
 	size_t room_count;
 	struct service *next;
 };
@@ -240,10 +241,13 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The admin option's JIDs, normalised at load (owned). */
+static struct pl_string_list admins;
+
 static bool service_admin(const char *bare_jid)
 {
-	for (size_t i = 0; i < conf.admins.count; i++)
-		if (strcmp(conf.admins.items[i], bare_jid) == 0)
+	for (size_t i = 0; i < admins.count; i++)
+		if (strcmp(admins.items[i], bare_jid) == 0)
 			return true;
 	return false;
 }
@@ -1057,8 +1061,8 @@ static bool may_create(const struct service *sv, const char *bare_jid)
 	if (conf.create == CREATE_ADMINS)
 		return false;
 	const char *at = strchr(bare_jid, '@');
-	return at && pl_server_find_host(at + 1) != NULL;
 	(void)sv;
+	return at && pl_server_find_host(at + 1) != NULL;
 }
 
 /* Sends the joiner what XEP-0045 7.2.3 lists, in its order: the others'
@@ -2464,6 +2468,18 @@ static void route_to_service(void *context, struct pl_xnode *stanza, struct pl_s
 		free(bare);
 		return; /* nobody to answer */
 	}
+	const char *at = strchr(bare, '@');
+	const char *from_domain = at ? at + 1 : bare;
+	for (struct service *other = services; other; other = other->next) {
+		if (strcmp(other->domain, from_domain) == 0) {
+			/* A room talking to a room (or answering one with an
+			 * error) could echo forever: rooms are never occupants. */
+			pl_module_log(self, 3, "dropped a %s from %s to %s", stanza->name, from,
+				      to->full);
+			free(bare);
+			return;
+		}
+	}
 	bool is_iq = strcmp(stanza->name, "iq") == 0;
 	bool is_message = strcmp(stanza->name, "message") == 0;
 	if (!to->local) {
@@ -2659,13 +2675,26 @@ static int load_secret(void)
 	return 0;
 }
 
-static int muc_load(struct pl_module *m, const void *conf_ptr, char **error)
+static void muc_unload(struct pl_module *m);
+
+static int load_services(struct pl_module *m, const void *conf_ptr, char **error)
 {
 	conf = *(const struct muc_conf *)conf_ptr;
 	self = m;
 	if (!conf.subdomain || !*conf.subdomain || strchr(conf.subdomain, '@') ||
 	    strchr(conf.subdomain, '/'))
 		return pl_error(error, -EINVAL, "subdomain must be a DNS label such as \"conference\"");
+	memset(&admins, 0, sizeof(admins));
+	for (size_t i = 0; i < conf.admins.count; i++) {
+		char *bare = pl_jid_normalize_bare(conf.admins.items[i]);
+		if (!bare || !strchr(bare, '@')) {
+			free(bare);
+			return pl_error(error, -EINVAL, "admin \"%s\" is not an account's JID",
+					conf.admins.items[i]);
+		}
+		admins.items = pl_realloc(admins.items, (admins.count + 1) * sizeof(char *));
+		admins.items[admins.count++] = bare;
+	}
 	rooms_space = pl_store_open(m, "rooms");
 	affiliations_space = pl_store_open(m, "affiliations");
 	meta_space = pl_store_open(m, "meta");
@@ -2689,6 +2718,7 @@ static int muc_load(struct pl_module *m, const void *conf_ptr, char **error)
 		services = sv;
 		if (pl_router_add_domain(domain, route_to_service, sv) != 0)
 			return pl_error(error, -EEXIST, "the domain %s is already served", domain);
+		sv->registered = true;
 		pl_module_log(m, 2, "chat service %s for %s", domain, sv->host);
 	}
 	size_t restored = 0;
@@ -2707,8 +2737,21 @@ static int muc_load(struct pl_module *m, const void *conf_ptr, char **error)
 	return 0;
 }
 
+/* The core does not unload a module whose load failed: undo here. */
+static int muc_load(struct pl_module *m, const void *conf_ptr, char **error)
+{
+	int rc = load_services(m, conf_ptr, error);
+	if (rc)
+		muc_unload(m);
+	return rc;
+}
+
 static void muc_unload(struct pl_module *m)
 {
+	for (size_t i = 0; i < admins.count; i++)
+		free(admins.items[i]);
+	free(admins.items);
+	memset(&admins, 0, sizeof(admins));
 	for (size_t b = 0; b < ROOM_BUCKETS; b++) {
 		while (rooms[b]) {
 			struct room *r = rooms[b];
@@ -2727,7 +2770,8 @@ static void muc_unload(struct pl_module *m)
 	while (services) {
 		struct service *sv = services;
 		services = sv->next;
-		pl_router_remove_domain(sv->domain);
+		if (sv->registered)
+			pl_router_remove_domain(sv->domain);
 		free(sv->domain);
 		free(sv->host);
 		free(sv);
