@@ -306,8 +306,14 @@ static void handle_iq_for_server(struct pl_xnode *stanza, struct pl_session *ori
 {
 	const char *type = pl_xnode_attr(stanza, "type");
 	if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) {
-		if (!type || (strcmp(type, "result") != 0 && strcmp(type, "error") != 0))
+		if (!type || (strcmp(type, "result") != 0 && strcmp(type, "error") != 0)) {
 			pl_route_error(stanza, PL_ERR_BAD_REQUEST, "IQ type must be get or set");
+			return;
+		}
+		/* An answer to a request the server (or a module acting for an
+		 * account) sent: modules that asked match it by id. */
+		struct pl_iq_event data = { stanza, origin };
+		pl_hooks_fire("iq/response", &data);
 		return;
 	}
 	struct pl_xnode *payload = pl_xnode_first_element(stanza);

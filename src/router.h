@@ -115,7 +115,9 @@ struct pl_disco_items {
 	struct pl_xnode *query;
 };
 
-/* What iq hooks receive as event data. */
+/* What iq hooks receive as event data: "iq/<type>/<namespace>" for
+ * requests to the server or an account's bare JID, and "iq/response" for
+ * results and errors addressed there (answers to requests modules sent). */
 struct pl_iq_event {
 	struct pl_xnode *stanza;        /* borrowed */
 	struct pl_session *session;     /* the sender, NULL if not local */
