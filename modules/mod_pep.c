@@ -15,7 +15,12 @@
  * pep.items "owner\0node\0seq" -> <item id=.../> in publication order,
  * pep.ids "owner\0node\0id" -> seq, so an id republished replaces the
  * older item and max_items drops the oldest. A publish is answered, and
- * notified, once it is on disk. */
+ * notified, once it is on disk.
+ *
+ * Bookmarks (XEP-0402 #compat, XEP-0411): the bookmarks:1 node is the one
+ * truth; a client that still keeps XEP-0048 bookmarks in private XML
+ * storage reads a <storage/> made from that node and writes through it, so
+ * old and new clients of one account see the same rooms. */
 #include "counters.h"
 #include "hooks.h"
 #include "jid.h"
@@ -43,6 +48,9 @@
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DATA "jabber:x:data"
 #define NS_RECORD "urn:parley:pep:0"
+#define NS_PRIVATE "jabber:iq:private"
+#define NS_LEGACY_BOOKMARKS "storage:bookmarks"
+#define NS_BOOKMARKS "urn:xmpp:bookmarks:1"
 
 struct pep_conf {
 	int64_t max_nodes;
@@ -1326,6 +1334,198 @@ static int on_pubsub(struct pl_event *event, void *userdata)
 			    "PEP notifications follow entity capabilities (XEP-0163)");
 }
 
+/* ---- XEP-0048 bookmarks in private storage, kept in bookmarks:1 ----------------------- */
+
+static void copy_child_text(struct pl_xnode *to, const struct pl_xnode *from, const char *name)
+{
+	struct pl_xnode *child = pl_xnode_find(from, name, NULL);
+	if (!child)
+		return;
+	char *text = pl_xnode_text(child);
+	if (*text)
+		pl_xnode_add_text(pl_xnode_add_element(to, name, NULL), text, strlen(text));
+	free(text);
+}
+
+/* XEP-0402's node: every item kept, only the owner reads it. */
+static struct node *bookmarks_node(struct owner *o, struct pl_store_write *w)
+{
+	struct node *n = find_node(o, NS_BOOKMARKS);
+	if (n)
+		return n;
+	n = pl_calloc(1, sizeof(*n));
+	n->name = pl_strdup(NS_BOOKMARKS);
+	node_defaults(n);
+	n->access = ACCESS_WHITELIST;
+	n->max_items = conf.max_items;
+	n->send_last = SEND_NEVER;
+	n->next_seq = 1;
+	n->next = o->nodes;
+	o->nodes = n;
+	o->node_count++;
+	put_node(w, o, n);
+	return n;
+}
+
+struct id_list {
+	char **ids;                      /* owned */
+	size_t count;
+};
+
+static int collect_id(void *arg, const void *key, size_t key_len, const void *value,
+		      size_t value_len)
+{
+	struct id_list *list = arg;
+	struct pl_xnode *item = pl_xml_parse_element(value, value_len, NS_PUBSUB);
+	if (item && pl_xnode_attr(item, "id")) {
+		list->ids = pl_realloc(list->ids, (list->count + 1) * sizeof(char *));
+		list->ids[list->count++] = pl_strdup(pl_xnode_attr(item, "id"));
+	}
+	pl_xnode_unref(&item);
+	(void)key, (void)key_len;
+	return 0;
+}
+
+/* A legacy <storage/> replaces the account's bookmarks: one item per
+ * conference (id = room JID), the rooms it no longer names retracted. */
+static int legacy_set(const struct pl_xnode *iq, struct pl_session *session,
+		      const struct pl_xnode *storage)
+{
+	struct owner *o = owner_get(session->bare_jid, true);
+	owner_load(o);
+	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	if (!read) {
+		pl_store_write_abort(w);
+		return PL_HOOK_ERROR(PL_ERR_INTERNAL_SERVER_ERROR);
+	}
+	struct node *n = bookmarks_node(o, w);
+	struct id_list old = { NULL, 0 };
+	struct pl_store_key prefix;
+	node_key(&prefix, o->bare_jid, n->name);
+	pl_store_scan(read, items_space, prefix.data, prefix.len, NULL, 0, collect_id, &old);
+	struct pl_xnode *event = event_with("items", n->name);
+	struct pl_xnode *items = pl_xnode_first_element(event);
+	size_t kept = 0;
+	for (struct pl_xnode *c = pl_xnode_first_element(storage); c; c = pl_xnode_next_element(c)) {
+		char *jid = strcmp(c->name, "conference") == 0 && pl_xnode_attr(c, "jid")
+				    ? pl_jid_normalize_bare(pl_xnode_attr(c, "jid"))
+				    : NULL;
+		if (!jid)
+			continue;
+		if ((int64_t)kept >= n->max_items) {
+			free(jid);
+			break;
+		}
+		bool repeated = false;
+		for (struct pl_xnode *done = pl_xnode_first_element(items); done;
+		     done = pl_xnode_next_element(done))
+			repeated |= strcmp(pl_xnode_attr(done, "id"), jid) == 0;
+		if (repeated) {
+			free(jid);
+			continue;
+		}
+		struct pl_xnode *item = pl_xnode_new("item", NS_PUBSUB_EVENT);
+		pl_xnode_set_attr(item, "id", jid);
+		struct pl_xnode *conference = pl_xnode_add_element(item, "conference", NS_BOOKMARKS);
+		if (pl_xnode_attr(c, "name"))
+			pl_xnode_set_attr(conference, "name", pl_xnode_attr(c, "name"));
+		const char *autojoin = pl_xnode_attr(c, "autojoin");
+		if (autojoin && (strcmp(autojoin, "1") == 0 || strcmp(autojoin, "true") == 0))
+			pl_xnode_set_attr(conference, "autojoin", "true");
+		copy_child_text(conference, c, "nick");
+		copy_child_text(conference, c, "password");
+		delete_item(read, w, o, n, jid);
+		struct pl_store_key k;
+		uint64_t seq = n->next_seq++;
+		item_key(&k, o->bare_jid, n->name, seq);
+		struct pl_buf value = { 0 };
+		pl_xnode_serialize(item, NS_PUBSUB_EVENT, &value);
+		pl_store_put(w, items_space, k.data, k.len, value.data, value.len);
+		pl_buf_free(&value);
+		struct pl_store_key seq_value;
+		pl_store_key_init(&seq_value);
+		pl_store_key_u64(&seq_value, seq);
+		id_key(&k, o->bare_jid, n->name, jid);
+		pl_store_put(w, ids_space, k.data, k.len, seq_value.data, seq_value.len);
+		pl_xnode_add_child(items, item);
+		for (size_t i = 0; i < old.count; i++) {
+			if (old.ids[i] && strcmp(old.ids[i], jid) == 0) {
+				free(old.ids[i]);
+				old.ids[i] = NULL;
+			}
+		}
+		kept++;
+		free(jid);
+	}
+	for (size_t i = 0; i < old.count; i++) {
+		if (old.ids[i]) {
+			delete_item(read, w, o, n, old.ids[i]);
+			pl_xnode_set_attr(pl_xnode_add_element(items, "retract", NULL), "id", old.ids[i]);
+			free(old.ids[i]);
+		}
+	}
+	free(old.ids);
+	pl_store_read_end(read);
+	n->item_count = kept;
+	submit_change(w, o, n->name, iq, pl_iq_result(iq), event);
+	return PL_HANDLED;
+}
+
+static int legacy_get(const struct pl_xnode *iq, struct pl_session *session)
+{
+	struct owner *o = owner_get(session->bare_jid, true);
+	struct node *n = find_node(o, NS_BOOKMARKS);
+	struct pl_xnode *reply = pl_iq_result(iq);
+	struct pl_xnode *storage = pl_xnode_add_element(pl_xnode_add_element(reply, "query", NS_PRIVATE),
+							"storage", NS_LEGACY_BOOKMARKS);
+	struct pl_store_read *read = n ? pl_store_read_begin(pl_server.store) : NULL;
+	if (read) {
+		size_t max = (size_t)conf.max_items;
+		struct collected c = { pl_calloc(max, sizeof(struct pl_xnode *)), 0, max };
+		struct pl_store_key prefix;
+		node_key(&prefix, o->bare_jid, n->name);
+		pl_store_scan_reverse(read, items_space, prefix.data, prefix.len, NULL, 0, collect_item, &c);
+		pl_store_read_end(read);
+		for (size_t i = c.count; i-- > 0;) {
+			struct pl_xnode *b = pl_xnode_find(c.items[i], "conference", NS_BOOKMARKS);
+			const char *jid = pl_xnode_attr(c.items[i], "id");
+			if (b && jid) {
+				struct pl_xnode *conference = pl_xnode_add_element(storage, "conference", NULL);
+				pl_xnode_set_attr(conference, "jid", jid);
+				if (pl_xnode_attr(b, "name"))
+					pl_xnode_set_attr(conference, "name", pl_xnode_attr(b, "name"));
+				const char *autojoin = pl_xnode_attr(b, "autojoin");
+				pl_xnode_set_attr(conference, "autojoin",
+						  autojoin && (strcmp(autojoin, "true") == 0 ||
+							       strcmp(autojoin, "1") == 0)
+							  ? "true"
+							  : "false");
+				copy_child_text(conference, b, "nick");
+				copy_child_text(conference, b, "password");
+			}
+			pl_xnode_unref(&c.items[i]);
+		}
+		free(c.items);
+	}
+	pl_route(reply, NULL);
+	pl_xnode_unref(&reply);
+	return PL_HANDLED;
+}
+
+/* Before mod_private: storage:bookmarks is served from PEP. */
+static int on_private(struct pl_event *event, void *userdata)
+{
+	struct pl_iq_event *iq = event->data;
+	struct pl_xnode *query = pl_xnode_find(iq->stanza, "query", NS_PRIVATE);
+	struct pl_xnode *storage = query ? pl_xnode_find(query, "storage", NS_LEGACY_BOOKMARKS) : NULL;
+	if (!storage || !to_own_account(iq) || pl_xnode_next_element(storage))
+		return PL_CONTINUE;
+	if (strcmp(pl_xnode_attr(iq->stanza, "type"), "get") == 0)
+		return legacy_get(iq->stanza, iq->session);
+	return legacy_set(iq->stanza, iq->session, storage);
+}
+
 static int on_pubsub_owner(struct pl_event *event, void *userdata)
 {
 	struct pl_iq_event *iq = event->data;
@@ -1366,6 +1566,7 @@ static int on_account_features(struct pl_event *event, void *userdata)
 		NS_PUBSUB "#retract-items",
 		NS_PUBSUB "#retrieve-default",
 		NS_PUBSUB "#retrieve-items",
+		NS_BOOKMARKS "#compat",
 	};
 	for (size_t i = 0; i < PL_ARRAY_LEN(features); i++)
 		pl_xnode_set_attr(pl_xnode_add_element(query, "feature", NULL), "var", features[i]);
@@ -1412,6 +1613,8 @@ static int pep_load(struct pl_module *m, const void *conf_ptr, char **error)
 	pl_hook(m, "iq/get/" NS_PUBSUB_OWNER, on_pubsub_owner, NULL, 0);
 	pl_hook(m, "iq/set/" NS_PUBSUB_OWNER, on_pubsub_owner, NULL, 0);
 	pl_hook(m, "iq/response", on_iq_response, NULL, 0);
+	pl_hook(m, "iq/get/" NS_PRIVATE, on_private, NULL, 10);
+	pl_hook(m, "iq/set/" NS_PRIVATE, on_private, NULL, 10);
 	/* After blocking (100): a blocked contact's presence is no subscription. */
 	pl_hook(m, "stanza/in", on_stanza_in, NULL, 5);
 	pl_hook(m, "presence/broadcast", on_presence_broadcast, NULL, 0);

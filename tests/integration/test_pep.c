@@ -8,7 +8,8 @@
  * delete are notified; a resource coming online gets the last item; a
  * capabilities hash that does not match its disco#info is not trusted;
  * oversized payloads are refused; the account advertises pubsub/pep; and
- * nodes and items survive a restart. */
+ * nodes and items survive a restart; XEP-0048 bookmarks in private storage
+ * are read from and written to the XEP-0402 node (#compat). */
 #include "harness.h"
 #include "raw_client.h"
 #include "../tap.h"
@@ -298,6 +299,30 @@ int main(void)
 	raw_client_sync(bob);
 	ok(raw_client_count(bob, "Room 1") == 0, "and they get no notifications of it");
 
+	/* XEP-0411: a client still on XEP-0048 private storage shares them. */
+	answer = iq(alice, "get", NULL, "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query>");
+	ok(answer && occurrences(answer, "<conference ") == 3, "legacy private storage shows the 3 PEP bookmarks");
+	has_str(answer, "jid='room2@conference.localhost' name='Renamed'", "with their names");
+	free(answer);
+	raw_client_discard(alice);
+	answer = iq(alice, "set", NULL, "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>"
+					"<conference jid='room1@conference.localhost' name='One' autojoin='true'><nick>al</nick></conference>"
+					"<conference jid='legacy@conference.localhost' name='Legacy'/>"
+					"</storage></query>");
+	has_str(answer, "type='result'", "a legacy client replaces the bookmarks through private storage");
+	free(answer);
+	answer = items(alice, NULL, BOOKMARKS, NULL);
+	ok(answer && occurrences(answer, "<item ") == 2, "the PEP node now holds those 2");
+	has_str(answer, "<conference xmlns='" BOOKMARKS "' name='One' autojoin='true'><nick>al</nick></conference>",
+		"converted to XEP-0402 items");
+	has_str(answer, "id='legacy@conference.localhost'", "keyed by room JID");
+	free(answer);
+	ok(raw_client_seen(alice, "<retract id='room3@conference.localhost'/>", WAIT),
+	   "the owner's resources are told which bookmark went");
+	answer = iq(alice, "get", "alice@localhost", "<query xmlns='http://jabber.org/protocol/disco#info'/>");
+	has_str(answer, "urn:xmpp:bookmarks:1#compat", "the account advertises bookmarks #compat");
+	free(answer);
+
 	/* Limits. */
 	char big[6000];
 	memset(big, 'x', sizeof(big) - 1);
@@ -367,7 +392,7 @@ int main(void)
 	ok(ph_server_start(&s, NULL) == 0, "and starts again");
 	alice = login(&s, "alice", "laptop");
 	answer = items(alice, NULL, BOOKMARKS, NULL);
-	ok(answer && occurrences(answer, "<item ") == 3, "the bookmarks survived the restart");
+	ok(answer && occurrences(answer, "<item ") == 2, "the bookmarks survived the restart");
 	free(answer);
 	answer = publish(alice, BOOKMARKS, "x", "<conference xmlns='" BOOKMARKS "'/>", open_access);
 	has_str(answer, "precondition-not-met", "and so did the node's configuration");
