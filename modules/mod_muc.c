@@ -1373,6 +1373,43 @@ static void remove_forgeries(struct pl_xnode *message, const char *room)
 	}
 }
 
+static bool live_in_room(const struct room *r, const char *bare_jid)
+{
+	const struct occupant *o = find_occupant_of(r, bare_jid);
+	for (const struct session_ref *s = o ? o->sessions : NULL; s; s = s->next_of_occupant) {
+		struct pl_session *session = pl_router_find(s->full_jid);
+		if (!session || !session->suspended)
+			return true; /* remote sessions count as live: not ours to wake */
+	}
+	return false;
+}
+
+/* Group chats notify their absent members too (no server did): a member
+ * of this server whose reserved nick, or else account name, the message
+ * mentions and who has no live session in the room gets a push through
+ * mod_push (documented in parley.xml(5): the body goes only where
+ * include-body allows). */
+static void wake_mentioned(struct room *r, const struct occupant *speaker,
+			   const struct pl_xnode *message)
+{
+	char *body = pl_xnode_text(pl_xnode_find(message, "body", NULL));
+	for (const struct affiliation_entry *a = r->affiliations; a; a = a->next) {
+		if (a->affiliation < AFF_MEMBER || strcmp(a->bare_jid, speaker->bare_jid) == 0)
+			continue;
+		const char *at = strchr(a->bare_jid, '@');
+		if (!at || !pl_server_find_host(at + 1))
+			continue;
+		char *name = a->nick ? pl_strdup(a->nick) : pl_strndup(a->bare_jid, (size_t)(at - a->bare_jid));
+		bool mentioned = *name && strcasestr(body, name) != NULL;
+		free(name);
+		if (!mentioned || live_in_room(r, a->bare_jid))
+			continue;
+		struct pl_push_wake wake = { a->bare_jid, pl_xnode_attr(message, "from"), body };
+		pl_hooks_fire("push/wake", &wake);
+	}
+	free(body);
+}
+
 static void groupchat(struct room *r, struct pl_xnode *stanza, const char *from)
 {
 	struct session_ref *s = find_session(r, from);
@@ -1430,6 +1467,8 @@ static void groupchat(struct room *r, struct pl_xnode *stanza, const char *from)
 	}
 	broadcast_message(r, m);
 	pl_counter_add(messages_routed, 1);
+	if (has_body && pl_hooks_has("push/wake"))
+		wake_mentioned(r, o, m);
 	pl_xnode_unref(&m);
 }
 

@@ -202,6 +202,14 @@ struct pl_session *pl_router_sessions_of(const char *bare_jid)
 	return u ? u->sessions : NULL;
 }
 
+void pl_router_each_user(void (*fn)(void *arg, const char *bare_jid, struct pl_session *sessions),
+			 void *arg)
+{
+	for (size_t b = 0; b < USER_BUCKETS; b++)
+		for (struct user_entry *u = buckets[b]; u; u = u->next)
+			fn(arg, u->bare_jid, u->sessions);
+}
+
 size_t pl_router_session_count(void)
 {
 	return session_total;

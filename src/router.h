@@ -108,6 +108,15 @@ struct pl_route_event {
 	const struct pl_jid *to;        /* the parsed destination */
 };
 
+/* "push/wake": something kept for an account deserves a push
+ * notification although it is no message to it (mod_muc: a mention of an
+ * absent room member). mod_push notifies the devices that are not live. */
+struct pl_push_wake {
+	const char *bare_jid;
+	const char *sender;             /* who said it (a room occupant's JID) */
+	const char *body;               /* may be NULL */
+};
+
 /* "disco/items": the server `host` is asked for its items (XEP-0030);
  * handlers add <item jid=.../> children to `query` and continue. */
 struct pl_disco_items {
@@ -137,6 +146,10 @@ struct pl_session *pl_router_find(const char *full_jid);
 /* Every session of a bare JID (linked through next_of_user). */
 struct pl_session *pl_router_sessions_of(const char *bare_jid);
 size_t pl_router_session_count(void);
+/* Calls fn for every account with bound sessions (fn must not bind or
+ * unbind: collect first, act after). */
+void pl_router_each_user(void (*fn)(void *arg, const char *bare_jid, struct pl_session *sessions),
+			 void *arg);
 
 /* A domain served in this process by something other than the user
  * tables: a module's service (conference.<host>) or a connected

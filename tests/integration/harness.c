@@ -89,6 +89,7 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 		"    <module name=\"ping\"/>\n"
 		"    <module name=\"pep\" max-item-size=\"4KiB\"/>\n"
 		"    <module name=\"private\"/>\n"
+		"    <module name=\"push\" min-interval=\"0\"/>\n"
 		"    <module name=\"register\" open=\"true\" per-address-per-hour=\"3\"/>\n"
 		"    <module name=\"roster\"/>\n"
 		"    <module name=\"search\"/>\n"
