@@ -78,6 +78,7 @@ char *ph_standard_config(const struct ph_server *s, const char *storage_extra,
 		"  <host name=\"localhost\"/>\n"
 		"  <c2s address=\"127.0.0.1\" port=\"%d\" tls-port=\"%d\"/>\n"
 		"  <modules path=\"%s/modules/.libs\">\n"
+		"    <module name=\"admin\" admin=\"admin@localhost\"/>\n"
 		"    <module name=\"blocking\"/>\n"
 		"    <module name=\"carbons\"/>\n"
 		"    <module name=\"dedup\"/>\n"

@@ -126,7 +126,7 @@ static void test_status_and_accounts(struct ph_server *s)
 	is_int(ctl(s, "status", NULL, NULL, &out, &err), 0, "status answers");
 	has_str(out, "users: 0\n", "status: no users yet");
 	has_str(out, "hosts: localhost\n", "status: the host");
-	has_str(out, "modules: blocking carbons dedup disco roster last mam muc offline ping pep private push register search time vcard version\n",
+	has_str(out, "modules: admin blocking carbons dedup disco roster last mam muc offline ping pep private push register search time vcard version\n",
 		"status: the loaded modules, in load order (roster before last, which requires it)");
 	has_str(out, "uptime: ", "status: uptime");
 	has_str(out, "store-commits: ", "status: store figures");
