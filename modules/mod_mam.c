@@ -254,7 +254,7 @@ static bool wanted(const char *owner, const char *with)
 }
 
 static int run_query(const struct pl_xnode *stanza, const char *owner,
-		     struct pl_session *session, int64_t not_before_ms);
+		     struct pl_session *session, const char *remote_jid, int64_t not_before_ms);
 
 static void on_archived(void *arg, int status)
 {
@@ -269,9 +269,9 @@ static void on_archived(void *arg, int status)
 		while (a->waiting && !a->pending) {
 			struct waiting_query *w = a->waiting;
 			a->waiting = w->next;
-			struct pl_session *s = pl_router_find(w->full_jid);
-			if (s && s->id == w->session_id) {
-				int result = run_query(w->iq, a->owner, s, w->not_before_ms);
+			struct pl_session *s = w->session_id ? pl_router_find(w->full_jid) : NULL;
+			if (!w->session_id || (s && s->id == w->session_id)) {
+				int result = run_query(w->iq, a->owner, s, w->full_jid, w->not_before_ms);
 				if (PL_HOOK_IS_ERROR(result))
 					pl_route_error(w->iq, PL_HOOK_ERROR_CONDITION(result), NULL);
 			}
@@ -631,8 +631,10 @@ static char *field_value(const struct pl_xnode *form, const char *var)
 	return NULL;
 }
 
-static void send_result(struct pl_session *to, const char *owner, const char *query_id,
-			uint64_t seq, const char *record_text)
+/* To a local session directly, or routed to a remote JID (a room's
+ * archive asked over federation). */
+static void send_result(struct pl_session *to, const char *remote_jid, const char *owner,
+			const char *query_id, uint64_t seq, const char *record_text)
 {
 	struct pl_xnode *record = pl_xml_parse_element(record_text, strlen(record_text), NS_RECORD);
 	struct pl_xnode *original = record ? pl_xnode_first_element(record) : NULL;
@@ -641,7 +643,7 @@ static void send_result(struct pl_session *to, const char *owner, const char *qu
 		return;
 	}
 	struct pl_xnode *m = pl_xnode_new("message", PL_NS_CLIENT);
-	pl_xnode_set_attr(m, "to", to->full_jid);
+	pl_xnode_set_attr(m, "to", to ? to->full_jid : remote_jid);
 	pl_xnode_set_attr(m, "from", owner);
 	struct pl_xnode *result = pl_xnode_add_element(m, "result", NS_MAM);
 	if (query_id)
@@ -656,7 +658,10 @@ static void send_result(struct pl_session *to, const char *owner, const char *qu
 	format_stamp(at ? strtoll(at, NULL, 10) : 0, stamp, sizeof(stamp));
 	pl_xnode_set_attr(delay, "stamp", stamp);
 	pl_xnode_add_child(forwarded, pl_xnode_copy(original));
-	to->deliver(to, m);
+	if (to)
+		to->deliver(to, m);
+	else
+		pl_route(m, NULL);
 	pl_xnode_unref(&m);
 	pl_xnode_unref(&record);
 }
@@ -664,14 +669,15 @@ static void send_result(struct pl_session *to, const char *owner, const char *qu
 /* A query sees every message already archived for its owner, written
  * or not yet (read your writes): while writes are in flight it waits. */
 static int query_when_written(const struct pl_xnode *stanza, const char *owner,
-			      struct pl_session *session, int64_t not_before_ms)
+			      struct pl_session *session, const char *remote_jid,
+			      int64_t not_before_ms)
 {
 	struct archive *a = archive_get(owner);
 	if (a->pending) {
 		struct waiting_query *w = pl_calloc(1, sizeof(*w));
 		w->iq = pl_xnode_copy(stanza);
-		w->full_jid = pl_strdup(session->full_jid);
-		w->session_id = session->id;
+		w->full_jid = pl_strdup(session ? session->full_jid : remote_jid);
+		w->session_id = session ? session->id : 0; /* ids start at 1 */
 		w->not_before_ms = not_before_ms;
 		struct waiting_query **tail = &a->waiting;
 		while (*tail)
@@ -679,7 +685,7 @@ static int query_when_written(const struct pl_xnode *stanza, const char *owner,
 		*tail = w;
 		return PL_HANDLED;
 	}
-	return run_query(stanza, owner, session, not_before_ms);
+	return run_query(stanza, owner, session, remote_jid, not_before_ms);
 }
 
 static int on_query(struct pl_event *event, void *userdata)
@@ -690,20 +696,21 @@ static int on_query(struct pl_event *event, void *userdata)
 	const char *to = pl_xnode_attr(iq->stanza, "to");
 	if (!iq->session || (to && strcmp(to, iq->session->bare_jid) != 0))
 		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
-	return query_when_written(iq->stanza, iq->session->bare_jid, iq->session, 0);
+	return query_when_written(iq->stanza, iq->session->bare_jid, iq->session, NULL, 0);
 }
 
 /* "archive/query" (src/archive.h): another module's archive. */
 static int on_archive_query(struct pl_event *event, void *userdata)
 {
 	struct pl_archive_query *q = event->data;
-	if (!q->recipient)
+	if (!q->recipient && !q->recipient_jid)
 		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
-	return query_when_written(q->iq, q->owner, q->recipient, q->not_before_ms);
+	return query_when_written(q->iq, q->owner, q->recipient, q->recipient_jid,
+				  q->not_before_ms);
 }
 
 static int run_query(const struct pl_xnode *stanza, const char *owner,
-		     struct pl_session *session, int64_t not_before_ms)
+		     struct pl_session *session, const char *remote_jid, int64_t not_before_ms)
 {
 	struct pl_xnode *request = pl_xnode_find(stanza, "query", NS_MAM);
 	struct pl_xnode *form = pl_xnode_find(request, "x", NS_DATA);
@@ -850,7 +857,7 @@ static int run_query(const struct pl_xnode *stanza, const char *owner,
 	if (!PL_HOOK_IS_ERROR(result)) {
 		for (size_t k = 0; k < q.count; k++) {
 			size_t i = flip ? q.count - 1 - k : k;
-			send_result(session, owner, query_id, q.seqs[i], q.records[i]);
+			send_result(session, remote_jid, owner, query_id, q.seqs[i], q.records[i]);
 		}
 		struct pl_xnode *reply = pl_iq_result(stanza);
 		struct pl_xnode *fin = pl_xnode_add_element(reply, "fin", NS_MAM);

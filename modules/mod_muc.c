@@ -2327,15 +2327,14 @@ static int archive_query(struct room *r, const struct pl_xnode *iq, const char *
 	enum affiliation a = affiliation_of(r, bare);
 	if (a == AFF_OUTCAST || (r->config.members_only && a < AFF_MEMBER))
 		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
+	/* A local session directly; a remote occupant's results are routed. */
 	struct pl_session *recipient = pl_router_find(from);
-	if (!recipient)
-		return PL_HOOK_ERROR(PL_ERR_SERVICE_UNAVAILABLE);
 	int64_t not_before = 0;
 	if (r->config.members_only && !r->config.member_history_all && a == AFF_MEMBER) {
 		const struct affiliation_entry *entry = find_affiliation(r, bare);
 		not_before = entry ? entry->since_ms : 0;
 	}
-	struct pl_archive_query q = { iq, r->jid, recipient, not_before };
+	struct pl_archive_query q = { iq, r->jid, recipient, from, not_before };
 	int result = pl_hooks_fire("archive/query", &q);
 	return result == PL_CONTINUE ? PL_HOOK_ERROR(PL_ERR_SERVICE_UNAVAILABLE) : result;
 }

@@ -28,14 +28,15 @@ struct pl_archive_append {
 };
 
 /* "archive/query": answers the XEP-0313 query `iq` (type set) over
- * `owner`'s archive: result messages from `owner` to `recipient`, then the
+ * `owner`'s archive: result messages from `owner` to the recipient, then the
  * <fin/> IQ result. Records older than `not_before_ms` (0: none) are left
  * out, as if they did not exist. The result is the hook's: PL_HANDLED or a
  * PL_HOOK_ERROR for the IQ. */
 struct pl_archive_query {
 	const struct pl_xnode *iq;
 	const char *owner;
-	struct pl_session *recipient;
+	struct pl_session *recipient;    /* a local session, or NULL: */
+	const char *recipient_jid;       /* a remote full JID, results routed */
 	int64_t not_before_ms;
 };
 
