@@ -458,6 +458,13 @@ static int compare_strings(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* qsort must not be handed NULL, even for no elements. */
+static void sort_strings(char **strings, size_t count)
+{
+	if (count > 1)
+		qsort(strings, count, sizeof(char *), compare_strings);
+}
+
 /* XEP-0115 5.1: the verification string, hashed with SHA-1 and base64. */
 static char *caps_hash(const struct pl_xnode *query)
 {
@@ -496,7 +503,7 @@ static char *caps_hash(const struct pl_xnode *query)
 					values = pl_realloc(values, (value_count + 1) * sizeof(char *));
 					values[value_count++] = pl_xnode_text(v);
 				}
-				qsort(values, value_count, sizeof(char *), compare_strings);
+				sort_strings(values, value_count);
 				struct pl_buf text = { 0 };
 				if (strcmp(var, "FORM_TYPE") == 0) {
 					free(form_type);
@@ -513,7 +520,7 @@ static char *caps_hash(const struct pl_xnode *query)
 				free(values);
 				pl_buf_free(&text);
 			}
-			qsort(fields, field_count, sizeof(char *), compare_strings);
+			sort_strings(fields, field_count);
 			struct pl_buf text = { 0 };
 			pl_buf_printf(&text, "%s<", form_type ? form_type : "");
 			for (size_t i = 0; i < field_count; i++) {
@@ -527,9 +534,9 @@ static char *caps_hash(const struct pl_xnode *query)
 			pl_buf_free(&text);
 		}
 	}
-	qsort(identities, identity_count, sizeof(char *), compare_strings);
-	qsort(features, feature_count, sizeof(char *), compare_strings);
-	qsort(form_texts, form_count, sizeof(char *), compare_strings);
+	sort_strings(identities, identity_count);
+	sort_strings(features, feature_count);
+	sort_strings(form_texts, form_count);
 	struct pl_buf s = { 0 };
 	for (size_t i = 0; i < identity_count; i++) {
 		pl_buf_printf(&s, "%s<", identities[i]);

@@ -104,6 +104,7 @@ int main(void)
 	char *patched = ph_config_with_attributes(config, "c2s", "resumption-timeout=\"60s\"");
 	ph_server_write_config(&s, patched);
 	free(patched);
+	free(config);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts with push"))
 		return done_testing();
 	const char *users[] = { "alice", "bob", "pushsvc" };
