@@ -1125,6 +1125,40 @@ static int on_user_deleted(struct pl_event *event, void *userdata)
 	return PL_CONTINUE;
 }
 
+/* An account goes: its subscriptions end as if the user had cancelled
+ * them (RFC 6121 3.2 and 3.3), so contacts here and elsewhere drop the
+ * deleted account from their presence and see it in their rosters as
+ * "none" rather than as a friend that never answers. */
+static int on_user_deleting(struct pl_event *event, void *userdata)
+{
+	const char *bare = event->data;
+	struct roster *r = roster_get(bare);
+	if (!r)
+		return PL_CONTINUE;
+	struct pl_xnode *presence = pl_xnode_new("presence", PL_NS_CLIENT);
+	pl_xnode_set_attr(presence, "from", bare);
+	size_t told = 0;
+	FOR_EACH_ITEM(r, it) {
+		if (strcmp(it->jid, bare) == 0)
+			continue;
+		pl_xnode_set_attr(presence, "to", it->jid);
+		if ((it->subscription & SUB_TO) || it->ask) {
+			pl_xnode_set_attr(presence, "type", "unsubscribe");
+			pl_route(presence, NULL);
+		}
+		if ((it->subscription & SUB_FROM) || it->pending_in) {
+			pl_xnode_set_attr(presence, "type", "unsubscribed");
+			pl_route(presence, NULL);
+		}
+		told++;
+	}
+	pl_xnode_unref(&presence);
+	if (told)
+		pl_module_log(self, 2, "%s is deleted: %zu contacts told", bare, told);
+	roster_release(r);
+	return PL_CONTINUE;
+}
+
 static int on_subscription_query(struct pl_event *event, void *userdata)
 {
 	struct pl_subscription_query *q = event->data;
@@ -1161,6 +1195,7 @@ static int roster_load(struct pl_module *m, const void *conf_ptr, char **error)
 	pl_hook(m, "presence/broadcast", on_presence_broadcast, NULL, 0);
 	pl_hook(m, "session/unbound", on_session_unbound, NULL, 0);
 	pl_hook(m, "user-deleted", on_user_deleted, NULL, 0);
+	pl_hook(m, "user-deleting", on_user_deleting, NULL, 0);
 	pl_hook(m, "stream-features/bind", on_stream_features, NULL, 0);
 	pl_hook(m, "roster/subscribed", on_subscription_query, NULL, 0);
 	return 0;

@@ -383,6 +383,9 @@ int pl_accounts_delete(const char *bare_jid,
 	if (rc != 0)
 		return rc;
 	OPENSSL_cleanse(&account, sizeof(account));
+	/* Modules still see the account's data here (its contacts must learn
+	 * that the subscriptions end); "user-deleted" follows once it is gone. */
+	pl_hooks_fire("user-deleting", (void *)bare_jid);
 
 	size_t jid_len = strlen(bare_jid);
 	struct pl_store_write *w = pl_store_write_begin(accounts_store);

@@ -74,7 +74,8 @@ int pl_account_decode(const void *value, size_t len, struct pl_account *out);
  * deletion is still in flight), -EIO (the read failed).
  * Delete removes the account and every "user@host\0"-prefixed key of every
  * open space in one write set, and once that is durable fires the hook
- * "user-deleted" (data: the bare JID as const char *) before `done`. */
+ * "user-deleted" (data: the bare JID as const char *) before `done`.
+ * "user-deleting" (same data) fires before the data goes. */
 int pl_accounts_create(const char *bare_jid, const char *password,
 		       void (*done)(void *arg, int status), void *arg);
 int pl_accounts_set_password(const char *bare_jid, const char *password,

@@ -1,7 +1,8 @@
 /* XEP-0050 ad-hoc commands with the XEP-0133 administration set: an admin
  * lists and runs them (two steps with a session id, or one step with the
  * form submitted at once), anyone else sees none and is refused; accounts
- * are added, re-passworded and deleted (the deleted user's sessions end);
+ * are added, re-passworded and deleted (the deleted user's sessions end
+ * and her contacts' subscriptions with her are cancelled);
  * registered and online users are counted and listed; an announcement
  * reaches every online session; a message of the day is sent at login,
  * survives a restart and can be deleted. */
@@ -157,10 +158,21 @@ int main(void)
 	struct raw_client *carol2 = online(&s, "carol", "new-pw", "c2");
 	ok(carol2 != NULL, "she logs in with the new one");
 	raw_client_free(carol2);
+	/* Carol and bob are friends before she goes. */
+	raw_client_send(bob, "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
+	ok(raw_client_seen(bob, "id='roster'", WAIT), "bob reads his roster (and so gets pushes)");
+	raw_client_send(carol, "<presence to='bob@localhost' type='subscribe'/>");
+	ok(raw_client_seen(bob, "type='subscribe'", WAIT), "carol asks bob for his presence");
+	raw_client_send(bob, "<presence to='carol@localhost' type='subscribed'/>");
+	ok(raw_client_seen(bob, "subscription='from'", WAIT), "bob agrees");
+	raw_client_discard(bob);
 	answer = run(admin, "delete-user", "<field var='accountjids'><value>carol@localhost</value></field>");
 	has_str(answer, "type='info'", "carol's account is deleted");
 	free(answer);
 	ok(raw_client_seen(carol, "</stream:stream>", WAIT), "and her session ends");
+	answer = raw_client_wait(bob, "jid='carol@localhost' subscription='none'", WAIT);
+	ok(answer != NULL, "bob's roster no longer has her as a subscriber (RFC 6121 unsubscribe)");
+	free(answer);
 	raw_client_free(carol);
 	ok(online(&s, "carol", "new-pw", "c3") == NULL, "she can no longer log in");
 
