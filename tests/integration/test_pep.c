@@ -7,7 +7,8 @@
  * the newest, an id republished replaces its item; retract, purge and
  * delete are notified; a resource coming online gets the last item; a
  * capabilities hash that does not match its disco#info is not trusted;
- * oversized payloads are refused; the account advertises pubsub/pep; and
+ * oversized payloads are refused; XEP-0490 markers reach only the owner;
+ * the account advertises pubsub/pep; and
  * nodes and items survive a restart; XEP-0048 bookmarks in private storage
  * are read from and written to the XEP-0402 node (#compat). */
 #include "harness.h"
@@ -33,6 +34,7 @@ static const char *const client_features[] = {
 	BOOKMARKS "+notify",
 	DEVICES "+notify",
 	AVATAR "+notify",
+	"urn:xmpp:mds:displayed:0+notify",
 };
 
 static int compare(const void *a, const void *b)
@@ -322,6 +324,20 @@ int main(void)
 	answer = iq(alice, "get", "alice@localhost", "<query xmlns='http://jabber.org/protocol/disco#info'/>");
 	has_str(answer, "urn:xmpp:bookmarks:1#compat", "the account advertises bookmarks #compat");
 	free(answer);
+
+	/* XEP-0490: where each chat was read up to, shared by the owner's devices only. */
+	raw_client_discard(alice);
+	raw_client_discard(bob);
+	ok(published(alice, "urn:xmpp:mds:displayed:0", "bob@localhost",
+		     "<displayed xmlns='urn:xmpp:mds:displayed:0'><stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='42'/></displayed>",
+		     "<field var='pubsub#max_items'><value>max</value></field>"
+		     "<field var='pubsub#access_model'><value>whitelist</value></field>"
+		     "<field var='pubsub#send_last_published_item'><value>never</value></field>"),
+	   "alice's phone publishes a displayed marker (XEP-0490 node options)");
+	ok(raw_client_seen(alice, "<stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='42'/>", WAIT),
+	   "her devices with +notify are told");
+	raw_client_sync(bob);
+	ok(raw_client_count(bob, "mds:displayed") == 0, "a contact is not (whitelist)");
 
 	/* Limits. */
 	char big[6000];
