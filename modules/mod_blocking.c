@@ -8,7 +8,13 @@
  *
  * The list lives in blocking.items, one key "user\0jid" per entry, and is
  * cached for users that have sessions. Block and unblock are answered
- * and pushed to the interested resources once they are on disk. */
+ * and pushed to the interested resources once they are on disk.
+ *
+ * XEP-0377: a block may carry a spam or abuse report; it is logged for
+ * the operator (reporter, reported JID, reason, the reported stanza ids
+ * and text) and counted, so that abuse shows up in the logs and in
+ * `parleyctl status` without anyone reading users' messages. */
+#include "counters.h"
 #include "iq_storage.h"
 #include "jid.h"
 #include "parley/module.h"
@@ -24,6 +30,7 @@
 
 #define NS_BLOCKING "urn:xmpp:blocking"
 #define NS_BLOCKING_ERRORS "urn:xmpp:blocking:errors"
+#define NS_REPORTING "urn:xmpp:reporting:1"
 
 struct blocking_conf {
 	int64_t max_items;
@@ -38,6 +45,7 @@ static const struct pl_option blocking_options[] = {
 static struct blocking_conf conf;
 static struct pl_module *self;
 static struct pl_store_space *items_space;
+static struct pl_counter *reports;
 
 struct blocklist {
 	char *owner;              /* bare JID, owned */
@@ -357,6 +365,37 @@ static int collect_items(const struct pl_xnode *command, char ***out, size_t *co
 	return 0;
 }
 
+/* XEP-0377 reports inside a block command. */
+static void log_reports(const char *reporter, const struct pl_xnode *command)
+{
+	for (struct pl_xnode *item = pl_xnode_first_element(command); item;
+	     item = pl_xnode_next_element(item)) {
+		struct pl_xnode *report = pl_xnode_find(item, "report", NS_REPORTING);
+		if (!report)
+			continue;
+		const char *reason = pl_xnode_attr(report, "reason");
+		struct pl_buf ids = { 0 };
+		for (struct pl_xnode *c = pl_xnode_first_element(report); c; c = pl_xnode_next_element(c))
+			if (strcmp(c->name, "stanza-id") == 0 && pl_xnode_attr(c, "id"))
+				pl_buf_printf(&ids, " %s", pl_xnode_attr(c, "id"));
+		struct pl_xnode *text_node = pl_xnode_find(report, "text", NULL);
+		char *text = text_node ? pl_xnode_text(text_node) : NULL;
+		/* The text is the reporter's words: bounded and on one line. */
+		for (char *p = text; p && *p; p++)
+			if (*p == '\n' || *p == '\r')
+				*p = ' ';
+		if (text && strlen(text) > 500)
+			text[500] = 0;
+		pl_module_log(self, 1, "abuse report from %s about %s: %s%s%s%s%s", reporter,
+			      pl_xnode_attr(item, "jid") ? pl_xnode_attr(item, "jid") : "?",
+			      reason ? reason : "(no reason)", ids.len ? "; stanza ids" : "",
+			      ids.len ? ids.data : "", text ? "; text: " : "", text ? text : "");
+		pl_counter_add(reports, 1);
+		pl_buf_free(&ids);
+		free(text);
+	}
+}
+
 static int on_set(struct pl_event *event, void *userdata)
 {
 	struct pl_iq_event *iq = event->data;
@@ -382,6 +421,7 @@ static int on_set(struct pl_event *event, void *userdata)
 		/* XEP-0191 3.3: a block needs at least one item. */
 		result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
 	} else if (block) {
+		log_reports(iq->session->full_jid, command);
 		size_t new_ones = 0;
 		for (size_t i = 0; i < count; i++)
 			new_ones += find_jid(b, jids[i]) < 0;
@@ -476,6 +516,8 @@ static int blocking_load(struct pl_module *m, const void *conf_ptr, char **error
 		return pl_error(error, -EIO, "cannot open the block list's store space");
 	memset(cache, 0, sizeof(cache));
 	pl_feature(m, NS_BLOCKING);
+	pl_feature(m, NS_REPORTING);
+	reports = pl_counter("abuse-reports");
 	pl_hook(m, "iq/get/" NS_BLOCKING, on_get, NULL, 0);
 	pl_hook(m, "iq/set/" NS_BLOCKING, on_set, NULL, 0);
 	/* Before the roster sees subscription stanzas from blocked JIDs. */

@@ -3,17 +3,62 @@
  * pl_feature/pl_identity (so the list is never kept by hand and cannot
  * drift from what is loaded); disco#items lists the services that
  * modules host on subdomains (MUC...), collected through the
- * "disco/items" hook (data: struct pl_disco_items). */
+ * "disco/items" hook (data: struct pl_disco_items). The operator's contact
+ * addresses (XEP-0157: abuse, admin, security, support...) go into the
+ * server's disco#info as a serverinfo form, so that other operators and
+ * users know whom to tell about abuse. */
 #include "hooks.h"
 #include "parley/module.h"
 #include "router.h"
 #include "server.h"
+#include "util.h"
 
+#include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+#define NS_DATA "jabber:x:data"
+#define NS_SERVERINFO "http://jabber.org/network/serverinfo"
+
+/* XEP-0157's fields, each a repeatable option "<kind>-address". */
+static const char *const address_kinds[] = { "abuse", "admin", "feedback", "sales",
+					     "security", "status", "support" };
+
+struct disco_conf {
+	struct pl_string_list addresses[7];
+};
+
+#define ADDRESS_OPTION(i, kind)                                                           \
+	{ kind "-address", PL_OPT_LIST, NULL, 0, 0, NULL,                                \
+	  offsetof(struct disco_conf, addresses) + (i) * sizeof(struct pl_string_list),    \
+	  "a URI (mailto:, xmpp:, https:) listed as " kind "-addresses (XEP-0157)" }
+
+static const struct pl_option disco_options[] = {
+	ADDRESS_OPTION(0, "abuse"),    ADDRESS_OPTION(1, "admin"),  ADDRESS_OPTION(2, "feedback"),
+	ADDRESS_OPTION(3, "sales"),    ADDRESS_OPTION(4, "security"), ADDRESS_OPTION(5, "status"),
+	ADDRESS_OPTION(6, "support"),  { NULL }
+};
+
+static struct disco_conf conf;
+
+/* A URI has a scheme: "mailto:x", "xmpp:x", "https://x". */
+static int check_addresses(const void *conf_ptr, char **error)
+{
+	const struct disco_conf *c = conf_ptr;
+	for (size_t k = 0; k < PL_ARRAY_LEN(address_kinds); k++) {
+		for (size_t i = 0; i < c->addresses[k].count; i++) {
+			const char *uri = c->addresses[k].items[i];
+			const char *colon = strchr(uri, ':');
+			if (!colon || colon == uri || !colon[1])
+				return pl_error(error, -EINVAL, "%s-address \"%s\" is not a URI "
+						"(mailto:, xmpp:, https:)", address_kinds[k], uri);
+		}
+	}
+	return 0;
+}
 
 /* Queries to a user's bare JID are the account's (on_account_info), not
  * the server's: only answer for a host itself here. */
@@ -47,6 +92,30 @@ static int on_info(struct pl_event *event, void *userdata)
 	for (size_t i = 0; i < count; i++) {
 		struct pl_xnode *feature = pl_xnode_add_element(query, "feature", NULL);
 		pl_xnode_set_attr(feature, "var", features[i]);
+	}
+	bool any = false;
+	for (size_t k = 0; k < PL_ARRAY_LEN(address_kinds); k++)
+		any |= conf.addresses[k].count > 0;
+	if (any) {
+		struct pl_xnode *form = pl_xnode_add_element(query, "x", NS_DATA);
+		pl_xnode_set_attr(form, "type", "result");
+		struct pl_xnode *f = pl_xnode_add_element(form, "field", NULL);
+		pl_xnode_set_attr(f, "var", "FORM_TYPE");
+		pl_xnode_set_attr(f, "type", "hidden");
+		pl_xnode_add_text(pl_xnode_add_element(f, "value", NULL), NS_SERVERINFO,
+				  strlen(NS_SERVERINFO));
+		for (size_t k = 0; k < PL_ARRAY_LEN(address_kinds); k++) {
+			if (!conf.addresses[k].count)
+				continue;
+			char var[32];
+			snprintf(var, sizeof(var), "%s-addresses", address_kinds[k]);
+			f = pl_xnode_add_element(form, "field", NULL);
+			pl_xnode_set_attr(f, "var", var);
+			for (size_t i = 0; i < conf.addresses[k].count; i++)
+				pl_xnode_add_text(pl_xnode_add_element(f, "value", NULL),
+						  conf.addresses[k].items[i],
+						  strlen(conf.addresses[k].items[i]));
+		}
 	}
 	pl_route(reply, NULL);
 	pl_xnode_unref(&reply);
@@ -92,8 +161,9 @@ static int on_items(struct pl_event *event, void *userdata)
 	return PL_HANDLED;
 }
 
-static int disco_load(struct pl_module *m, const void *conf, char **error)
+static int disco_load(struct pl_module *m, const void *conf_ptr, char **error)
 {
+	conf = *(const struct disco_conf *)conf_ptr;
 	pl_identity(m, "server", "im", "Parley");
 	pl_feature(m, NS_DISCO_INFO);
 	pl_feature(m, NS_DISCO_ITEMS);
@@ -103,4 +173,5 @@ static int disco_load(struct pl_module *m, const void *conf, char **error)
 	return 0;
 }
 
-PL_MODULE(disco, .version = "0.1", .load = disco_load);
+PL_MODULE(disco, .version = "0.1", .options = disco_options, .conf_size = sizeof(struct disco_conf),
+	  .check = check_addresses, .load = disco_load);

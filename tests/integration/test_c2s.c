@@ -142,6 +142,7 @@ static const struct {
 	const char *xep;
 } feature_xeps[] = {
 	{ "http://jabber.org/protocol/commands", "xep-0050" },
+	{ "urn:xmpp:reporting:1", "xep-0377" },
 	{ "http://jabber.org/protocol/disco#info", "xep-0030" },
 	{ "http://jabber.org/protocol/disco#items", "xep-0030" },
 	{ "jabber:iq:private", "xep-0049" },
