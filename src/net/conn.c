@@ -353,3 +353,18 @@ bool pl_conn_peer_is_loopback(const struct pl_conn *conn)
 {
 	return conn->loopback;
 }
+
+void pl_conn_set_callbacks(struct pl_conn *conn, const struct pl_conn_callbacks *callbacks,
+			   void *userdata)
+{
+	conn->callbacks = callbacks;
+	conn->userdata = userdata;
+}
+
+void pl_conn_kick_input(struct pl_conn *conn)
+{
+	if (conn->closing || conn->read_paused)
+		return;
+	if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
+		bufferevent_trigger(conn->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
+}
