@@ -36,9 +36,14 @@ static long long now_ms(void)
 
 struct http_client *http_client_connect(int port, bool tls)
 {
+	return http_client_connect_to("127.0.0.1", port, tls);
+}
+
+struct http_client *http_client_connect_to(const char *ipv4, int port, bool tls)
+{
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	inet_pton(AF_INET, ipv4, &a.sin_addr);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
 		if (fd >= 0)
 			close(fd);

@@ -20,6 +20,8 @@ struct http_response {
 };
 
 struct http_client *http_client_connect(int port, bool tls);
+/* The same to another IPv4 address of this machine. */
+struct http_client *http_client_connect_to(const char *ipv4, int port, bool tls);
 void http_client_free(struct http_client *c);
 /* Writes all of data; false on error. */
 bool http_client_send(struct http_client *c, const void *data, size_t len);
