@@ -1432,6 +1432,36 @@ void pl_c2s_stream_error(struct pl_c2s *c, const char *condition, const char *te
 	stream_error(c, condition, text);
 }
 
+/* The session writes elements with a plain start tag, which is all this
+ * looks at. */
+void pl_c2s_standalone_element(struct pl_buf *out, const char *data, size_t len)
+{
+	size_t name_end = 1;
+	while (name_end < len && !strchr(" \t\r\n/>", data[name_end]))
+		name_end++;
+	size_t tag_end = name_end;
+	char quote = 0;
+	for (; tag_end < len; tag_end++) {
+		char ch = data[tag_end];
+		if (quote) {
+			if (ch == quote)
+				quote = 0;
+		} else if (ch == '\'' || ch == '"') {
+			quote = ch;
+		} else if (ch == '>') {
+			break;
+		}
+	}
+	bool prefixed = name_end > 8 && strncmp(data + 1, "stream:", 7) == 0;
+	bool has_xmlns = memmem(data, tag_end, " xmlns=", 7) != NULL;
+	pl_buf_append(out, data, name_end);
+	if (prefixed)
+		pl_buf_puts(out, " xmlns:stream='" PL_NS_STREAMS "'");
+	else if (!has_xmlns)
+		pl_buf_puts(out, " xmlns='" PL_NS_CLIENT "'");
+	pl_buf_append(out, data + name_end, len - name_end);
+}
+
 const struct pl_xml_limits *pl_c2s_limits(void)
 {
 	return &limits;

@@ -19,6 +19,7 @@
 
 #include <openssl/ssl.h>
 
+#include "util.h"
 #include "xml/stream.h"
 #include "xml/xnode.h"
 
@@ -80,6 +81,12 @@ void pl_c2s_input_end(struct pl_c2s *c);
  * resumable session waits for its client, any other ends. c may be
  * freed; t must not be used by c2s any more. */
 void pl_c2s_transport_gone(struct pl_c2s *c, bool timed_out);
+/* Appends to out an element as the session wrote it (see element()
+ * above), made a document of its own, for transports that carry
+ * elements outside a stream (RFC 7395 3.3.3, XEP-0206 section 7): the
+ * stream prefix declared on stream-level elements, jabber:client on
+ * elements that declare no default namespace. */
+void pl_c2s_standalone_element(struct pl_buf *out, const char *data, size_t len);
 /* The parser limits of client streams (<c2s max-stanza-size> etc.). */
 const struct pl_xml_limits *pl_c2s_limits(void);
 

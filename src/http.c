@@ -49,6 +49,7 @@ struct pl_http_request {
 	bool complete;                  /* the whole request was read */
 	bool keep_alive;
 	int status;                     /* early answer decided while parsing */
+	bool handler_owned;             /* on_headers accepted it: on_abort if unanswered */
 	void *data;
 };
 
@@ -381,6 +382,11 @@ static void answer(struct http_conn *hc, int status, const char *why)
 		return;
 	}
 	r->status = status;
+	if (r->handler_owned && r->route->handler->on_abort) {
+		/* The core answers instead of the handler (a refused body). */
+		r->handler_owned = false;
+		r->route->handler->on_abort(r, r->route->userdata);
+	}
 	pl_http_respond(r, status, "text/plain; charset=utf-8", body, (size_t)n);
 }
 
@@ -526,6 +532,7 @@ static int headers_complete(http_parser *p)
 			return 1;
 		}
 	}
+	r->handler_owned = true;
 	return 0;
 }
 
@@ -680,7 +687,7 @@ static void on_close(struct pl_conn *conn, enum pl_conn_close_reason reason, voi
 	if (reason == PL_CONN_TIMEOUT)
 		pl_log(PL_LOG_DEBUG, "http", "%s: idle connection closed", pl_conn_peer_address(conn));
 	struct pl_http_request *r = hc->request;
-	if (r && r->complete && r->route && hc->waiting && r->route->handler->on_abort)
+	if (r && r->handler_owned && r->route->handler->on_abort)
 		r->route->handler->on_abort(r, r->route->userdata);
 	free_conn(hc);
 }

@@ -33,8 +33,10 @@ struct pl_http_handler {
 	/* The whole request is in: answer with pl_http_respond, now or later,
 	 * or take the connection with pl_http_upgrade. */
 	void (*on_complete)(struct pl_http_request *r, void *userdata);
-	/* The connection closed before the answer (a long poll whose client
-	 * went away); the request is freed when this returns. May be NULL. */
+	/* The request ends without the handler's answer (its connection
+	 * closed, during the body or during a long poll, or the core refused
+	 * the body): free what the handler keeps for it; the request is
+	 * freed when this returns. May be NULL. */
 	void (*on_abort)(struct pl_http_request *r, void *userdata);
 	/* The largest body accepted (413 beyond); 0: <http max-body-size>. */
 	uint64_t max_body;

@@ -7,6 +7,7 @@
 #include "autoconfig.h" /* PACKAGE_VERSION */
 #include "config.h"
 #include "accounts.h"
+#include "bosh.h"
 #include "c2s.h"
 #include "http.h"
 #include "websocket.h"
@@ -131,6 +132,7 @@ static void shut_down(struct event **signals, size_t signal_count)
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	pl_ctl_server_stop();
+	pl_bosh_stop();
 	pl_c2s_stop();
 	pl_http_stop();
 	pl_accounts_shutdown();
@@ -273,6 +275,7 @@ int main(int argc, char **argv)
 	    pl_modules_load_all(pl_server.config, module_dir(), &error) != 0 ||
 	    pl_c2s_start(pl_server.base, pl_server.config, &error) != 0 ||
 	    pl_websocket_start(pl_server.config, &error) != 0 ||
+	    pl_bosh_start(pl_server.base, pl_server.config, &error) != 0 ||
 	    pl_http_start(pl_server.base, pl_server.config, &error) != 0) {
 		pl_log(PL_LOG_ERROR, "core", "%s", error);
 		goto out;

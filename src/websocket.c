@@ -89,38 +89,12 @@ static void ws_open(void *t, const char *stream_id, const char *from)
 	ws->expect_open = false;
 }
 
-/* RFC 7395 3.3.3: each message is a document of its own, so the element
- * declares what the stream header declares over TCP: the stream prefix
- * on stream-level elements, jabber:client on stanzas. The c2s session
- * writes elements with a plain start tag, which is all this looks at. */
+/* RFC 7395 3.3.3: each message is a document of its own. */
 static void ws_element(void *t, const char *data, size_t len)
 {
 	struct ws *ws = t;
-	size_t name_end = 1;
-	while (name_end < len && !strchr(" \t\r\n/>", data[name_end]))
-		name_end++;
-	size_t tag_end = name_end;
-	char quote = 0;
-	for (; tag_end < len; tag_end++) {
-		char ch = data[tag_end];
-		if (quote) {
-			if (ch == quote)
-				quote = 0;
-		} else if (ch == '\'' || ch == '"') {
-			quote = ch;
-		} else if (ch == '>') {
-			break;
-		}
-	}
-	bool prefixed = name_end > 8 && strncmp(data + 1, "stream:", 7) == 0;
-	bool has_xmlns = memmem(data, tag_end, " xmlns=", 7) != NULL;
 	struct pl_buf out = { 0 };
-	pl_buf_append(&out, data, name_end);
-	if (prefixed)
-		pl_buf_puts(&out, " xmlns:stream='http://etherx.jabber.org/streams'");
-	else if (!has_xmlns)
-		pl_buf_puts(&out, " xmlns='jabber:client'");
-	pl_buf_append(&out, data + name_end, len - name_end);
+	pl_c2s_standalone_element(&out, data, len);
 	write_frame(ws, WSLAY_TEXT_FRAME, out.data, out.len);
 	pl_buf_free(&out);
 }

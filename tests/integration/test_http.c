@@ -58,6 +58,10 @@ int main(void)
 		 http_port);
 	has_str(r.body, expected, "listing the WebSocket URL made from the Host the client used");
 	has_str(r.body, "xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'", "in the XRD namespace");
+	snprintf(expected, sizeof(expected),
+		 "<Link rel='urn:xmpp:alt-connections:xbosh' href='http://127.0.0.1:%d/http-bind'/>",
+		 http_port);
+	has_str(r.body, expected, "and the BOSH URL");
 	http_response_free(&r);
 
 	r = get(bystander, "/.well-known/host-meta.json", "Origin: https://good.example\r\n");

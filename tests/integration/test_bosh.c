@@ -1,0 +1,251 @@
+/* XMPP over BOSH (XEP-0124, XEP-0206) with raw HTTP: session creation
+ * (sid, wait, hold, requests, ver, xmpp:version, the features), SASL,
+ * the xmpp:restart, bind, messages both ways with a TCP client, a long
+ * poll woken by a message within `wait` and an empty answer when `wait`
+ * is over, requests taken in rid order whatever order they arrive in, a
+ * repeated rid answered again without being processed twice, a lost
+ * answer recovered by repeating its rid, a request whose connection
+ * dropped, terminate, and the binding errors (bad body, unknown sid, rid
+ * out of the window) — while a TCP bystander is served. */
+#include "harness.h"
+#include "http_client.h"
+#include "raw_client.h"
+#include "../tap.h"
+
+#include <openssl/evp.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BODY "<body xmlns='http://jabber.org/protocol/httpbind' "
+
+static int http_port;
+
+static struct http_client *post(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *body = NULL;
+	int n = vasprintf(&body, fmt, ap);
+	va_end(ap);
+	struct http_client *h = http_client_connect(http_port, false);
+	if (h)
+		http_client_sendf(h, "POST /http-bind HTTP/1.1\r\nHost: localhost\r\n"
+				     "Content-Type: text/xml; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s",
+				  n, body);
+	free(body);
+	return h;
+}
+
+/* The answer's body (caller frees), or NULL; frees the connection. */
+static char *reply(struct http_client *h)
+{
+	if (!h)
+		return NULL;
+	struct http_response r = http_client_read(h, 15000);
+	char *body = r.status == 200 ? strdup(r.body) : NULL;
+	http_response_free(&r);
+	http_client_free(h);
+	return body;
+}
+
+#define roundtrip(...) reply(post(__VA_ARGS__))
+
+/* Waits until the server has processed (and so holds) a request. */
+static bool processed(const struct ph_server *s, const char *sid, unsigned long long rid)
+{
+	char text[160];
+	snprintf(text, sizeof(text), "session %s: rid %llu processed", sid, rid);
+	return ph_wait_log(s, text, 5000);
+}
+
+static char *create(const char *hold, const char *wait, char *sid, size_t sid_len)
+{
+	char *answer = roundtrip(BODY "xmlns:xmpp='urn:xmpp:xbosh' rid='1000' to='localhost' "
+				      "xml:lang='en' wait='%s' hold='%s' ver='1.6' xmpp:version='1.0'/>",
+				 wait, hold);
+	const char *at = answer ? strstr(answer, " sid='") : NULL;
+	sid[0] = 0;
+	if (at)
+		snprintf(sid, sid_len, "%.*s", (int)strcspn(at + 6, "'"), at + 6);
+	return answer;
+}
+
+static bool login(const char *sid, unsigned long long *rid, const char *user, const char *resource)
+{
+	char raw[100], encoded[200];
+	int n = snprintf(raw, sizeof(raw), "%c%s%c%s-secret", 0, user, 0, user);
+	EVP_EncodeBlock((unsigned char *)encoded, (unsigned char *)raw, n);
+	char *a = roundtrip(BODY "rid='%llu' sid='%s'><auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+				 "mechanism='PLAIN'>%s</auth></body>", ++*rid, sid, encoded);
+	bool success = a && strstr(a, "<success");
+	free(a);
+	a = roundtrip(BODY "xmlns:xmpp='urn:xmpp:xbosh' rid='%llu' sid='%s' to='localhost' "
+			   "xmpp:restart='true'/>", ++*rid, sid);
+	bool features = a && strstr(a, "urn:ietf:params:xml:ns:xmpp-bind");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s'><iq xmlns='jabber:client' type='set' id='b'>"
+			   "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>%s</resource></bind>"
+			   "</iq></body>", ++*rid, sid, resource);
+	bool bound = a && strstr(a, "</jid>");
+	free(a);
+	return success && features && bound;
+}
+
+int main(void)
+{
+	struct ph_server s;
+	http_port = ph_free_port();
+	char extra[300];
+	snprintf(extra, sizeof(extra),
+		 "<http address=\"127.0.0.1\" port=\"%d\" consider-secure=\"true\"/>", http_port);
+	ph_server_init(&s, extra);
+	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts with BOSH on its HTTP listener"))
+		return done_testing();
+	ph_add_user(&s, "alice");
+	ph_add_user(&s, "bob");
+	ph_add_user(&s, "carol");
+	struct raw_client *alice = raw_client_new_session(s.c2s_tls_port, "alice", "alice-secret", "tcp");
+	if (!ok(alice != NULL, "alice is online over TCP"))
+		return done_testing();
+
+	char *a = roundtrip("<body rid='1'/>");
+	has_str(a, "type='terminate' condition='bad-request'", "a body outside the httpbind namespace: bad-request");
+	free(a);
+	a = roundtrip(BODY "rid='1' sid='nosuchsession'/>");
+	has_str(a, "type='terminate' condition='item-not-found'", "an unknown sid: item-not-found");
+	free(a);
+
+	/* A polling session (hold 0): every request is answered at once. */
+	char sid[64];
+	a = create("0", "10", sid, sizeof(sid));
+	ok(sid[0] != 0, "session creation answers with a sid");
+	has_str(a, "wait='10'", "the wait asked for");
+	has_str(a, "hold='0'", "the hold asked for");
+	has_str(a, "requests='1'", "requests = hold + 1");
+	has_str(a, "ver='1.11'", "the BOSH version");
+	has_str(a, "xmpp:version='1.0'", "xmpp:version (XEP-0206)");
+	has_str(a, "from='localhost'", "from the host");
+	has_str(a, "<stream:features", "and the stream features in the same answer");
+	has_str(a, "<mechanism>PLAIN</mechanism>", "PLAIN offered: consider-secure says TLS is in front");
+	free(a);
+	unsigned long long rid = 1000;
+	ok(login(sid, &rid, "bob", "bosh"), "bob authenticates, restarts (xmpp:restart) and binds over BOSH");
+
+	a = roundtrip(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' to='alice@localhost/tcp' "
+			   "type='chat'><body>hello tcp</body></message></body>", ++rid, sid);
+	ok(a != NULL, "a request carrying a message is answered");
+	char *m = raw_client_wait(alice, "hello tcp", 5000);
+	has_str(m, "from='bob@localhost/bosh'", "the message reaches the TCP client from bob's BOSH resource");
+	free(m);
+	char *again = roundtrip(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' to='alice@localhost/tcp' "
+				     "type='chat'><body>hello tcp</body></message></body>", rid, sid);
+	is_str(again, a, "the same rid again gets the same answer");
+	free(a);
+	free(again);
+	raw_client_sync(alice);
+	is_int(raw_client_count(alice, "hello tcp"), 0, "and its payload is not processed twice");
+
+	raw_client_send(alice, "<message to='bob@localhost/bosh' type='chat'><body>hello bosh</body></message>");
+	raw_client_sync(alice);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "<message xmlns='jabber:client'", "the next request carries alice's message, namespaced");
+	has_str(a, "hello bosh", "whole");
+	free(a);
+
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", rid + 10, sid);
+	has_str(a, "condition='item-not-found'", "a rid beyond the window: item-not-found");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", rid + 1, sid);
+	has_str(a, "condition='item-not-found'", "and the session is over");
+	free(a);
+
+	/* Long polling (hold 1). */
+	a = create("1", "10", sid, sizeof(sid));
+	has_str(a, "requests='2'", "a long-polling session: requests 2");
+	free(a);
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "web"), "carol logs in over BOSH");
+	/* rid order: the later request arrives first and waits. */
+	struct http_client *later = post(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' "
+					      "to='alice@localhost/tcp' type='chat'><body>second</body>"
+					      "</message></body>", rid + 2, sid);
+	raw_client_sync(alice);
+	is_int(raw_client_count(alice, "second"), 0, "a request ahead of its turn is not processed yet");
+	a = roundtrip(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' to='alice@localhost/tcp' "
+			   "type='chat'><body>first</body></message></body>", rid + 1, sid);
+	free(a);
+	rid += 2;
+	m = raw_client_wait(alice, "<message", 5000);
+	has_str(m, "first", "once the missing rid comes, the first message goes first (hold 1)");
+	free(m);
+	m = raw_client_wait(alice, "<message", 5000);
+	has_str(m, "second", "then the second");
+	free(m);
+
+	struct http_client *poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	a = reply(later);
+	ok(a != NULL, "a new request releases the one held before it (hold 1)");
+	free(a);
+	/* The poll is held now: its arrival released `later`. */
+	raw_client_send(alice, "<message to='carol@localhost/web' type='chat'><body>wake up</body></message>");
+	a = reply(poll);
+	has_str(a, "wake up", "a held request is answered with a message that arrives within wait");
+	free(a);
+
+	/* A lost answer: the client repeats the rid on a new connection. */
+	poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(&s, sid, rid), "a poll is held");
+	raw_client_send(alice, "<message to='carol@localhost/web' type='chat'><body>do not lose me</body></message>");
+	raw_client_sync(alice);
+	http_client_free(poll); /* the answer is gone with the connection */
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", rid, sid);
+	has_str(a, "do not lose me", "repeating the rid recovers the answer lost with its connection");
+	free(a);
+
+	/* A held request whose connection drops: the next one gets what came. */
+	poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(&s, sid, rid), "another poll is held");
+	http_client_free(poll);
+	raw_client_send(alice, "<message to='carol@localhost/web' type='chat'><body>still here</body></message>");
+	raw_client_sync(alice);
+	/* Whether the server answered it before it saw the connection go or
+	 * not, the client repeating the rid gets the message. */
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", rid, sid);
+	has_str(a, "still here", "a held request dropped by its connection: repeating it gets the message");
+	free(a);
+
+	a = roundtrip(BODY "rid='%llu' sid='%s' type='terminate'><presence xmlns='jabber:client' "
+			   "type='unavailable'/></body>", ++rid, sid);
+	has_str(a, "type='terminate'", "terminate is answered with terminate");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "condition='item-not-found'", "the session is gone after terminate");
+	free(a);
+
+	/* wait is over: an empty answer. */
+	a = create("1", "1", sid, sizeof(sid));
+	free(a);
+	a = roundtrip(BODY "rid='1001' sid='%s'/>", sid);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>", "an empty answer once wait is over");
+	free(a);
+
+	struct http_client *h = http_client_connect(http_port, false);
+	http_client_sendf(h, "OPTIONS /http-bind HTTP/1.1\r\nHost: x\r\nOrigin: https://web.example\r\n"
+			     "Access-Control-Request-Method: POST\r\n\r\n");
+	struct http_response r = http_client_read(h, 5000);
+	is_int(r.status, 204, "CORS preflight for /http-bind");
+	char *methods = http_response_header(&r, "Access-Control-Allow-Methods");
+	is_str(methods, "POST, OPTIONS", "allows POST");
+	free(methods);
+	http_response_free(&r);
+	http_client_free(h);
+
+	ok(raw_client_sync(alice), "the TCP bystander is served throughout");
+	raw_client_free(alice);
+	is_int(ph_server_stop(&s), 0, "parleyd stops cleanly");
+	ph_server_cleanup(&s);
+	return done_testing();
+}
