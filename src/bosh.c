@@ -32,6 +32,7 @@
 #define MAX_HOLD 2
 #define INACTIVITY 60
 #define POLLING 2
+#define MAX_PAUSE 120
 #define WINDOW 4 /* requests: hold + 1, at most */
 
 struct bosh;
@@ -57,6 +58,7 @@ struct bosh {
 	struct pl_c2s *c;
 	uint64_t rid;                   /* the last rid processed */
 	int64_t wait_s, hold, requests;
+	int64_t pause_s;                /* XEP-0124 10: inactivity for this gap, 0: none */
 	struct breq *held;              /* oldest first, answered later; owned */
 	struct breq *queued;            /* rids ahead of the next one; owned */
 	struct pl_buf pending;          /* elements to send; owned */
@@ -143,7 +145,7 @@ static void arm_timer(struct bosh *b)
 	if (b->held)
 		delay_ms = b->held->since_ms + b->wait_s * 1000 - pl_now_ms();
 	else
-		delay_ms = (int64_t)INACTIVITY * 1000;
+		delay_ms = (b->pause_s ? b->pause_s : (int64_t)INACTIVITY) * 1000;
 	if (delay_ms < 0)
 		delay_ms = 0;
 	struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
@@ -217,8 +219,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct bosh *b = arg;
 	if (!b->held) {
-		pl_log(PL_LOG_INFO, "bosh", "%s: session %s inactive for %d s", b->address, b->sid,
-		       INACTIVITY);
+		pl_log(PL_LOG_INFO, "bosh", "%s: session %s inactive for %lld s", b->address, b->sid,
+		       (long long)(b->pause_s ? b->pause_s : INACTIVITY));
 		end(b, NULL);
 		return;
 	}
@@ -421,10 +423,10 @@ static void create_session(struct breq *q, struct pl_xnode *body)
 	struct pl_buf out = { 0 };
 	pl_buf_printf(&out, "<body xmlns='" NS_HTTPBIND "' xmlns:xmpp='" NS_XBOSH "' "
 			    "xmlns:stream='" PL_NS_STREAMS "' sid='%s' wait='%lld' requests='%lld' "
-			    "hold='%lld' inactivity='%d' polling='%d' ver='1.11' from='%s' "
+			    "hold='%lld' inactivity='%d' polling='%d' maxpause='%d' ver='1.11' from='%s' "
 			    "authid='%s' secure='%s' xmpp:version='1.0' xmpp:restartlogic='true'>",
 		      b->sid, (long long)b->wait_s, (long long)b->requests, (long long)b->hold,
-		      INACTIVITY, POLLING, b->from, b->stream_id, b->secure ? "true" : "false");
+		      INACTIVITY, POLLING, MAX_PAUSE, b->from, b->stream_id, b->secure ? "true" : "false");
 	pl_buf_append(&out, b->pending.data ? b->pending.data : "", b->pending.len);
 	pl_buf_reset(&b->pending);
 	pl_buf_puts(&out, "</body>");
@@ -461,6 +463,7 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 		return;
 	}
 	evtimer_del(b->timer);
+	b->pause_s = 0;
 	if (b->closing) {
 		/* Its last answer goes to this request. */
 		pl_xnode_unref(&body);
@@ -515,10 +518,10 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 		end(b, "item-not-found");
 		return;
 	}
-	if (count(b->held) + count(b->queued) + 1 > (size_t)b->requests + 1) {
-		/* XEP-0124 11: more simultaneous requests than allowed. */
+	const char *pause = pl_xnode_attr(body, "pause");
+	if (pause && (atoll(pause) <= 0 || atoll(pause) > MAX_PAUSE)) {
 		pl_xnode_unref(&body);
-		terminate_request(r, q, "policy-violation", "too many simultaneous requests");
+		terminate_request(r, q, "policy-violation", "pause beyond maxpause");
 		end(b, "policy-violation");
 		return;
 	}
@@ -544,6 +547,20 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 		next->payload = NULL;
 		process(b, next, payload);
 		pl_xnode_unref(&payload);
+	}
+	if (pause && !b->closing) {
+		/* XEP-0124 10: every held request is answered now, and the
+		 * session waits `pause` seconds for the next one. */
+		flush_now(b);
+		if (b->closing)
+			return;
+		while (b->held)
+			answer(b, take_oldest(b), NULL, NULL);
+		b->pause_s = atoll(pause);
+		pl_log(PL_LOG_DEBUG, "bosh", "session %s paused for %lld s", b->sid,
+		       (long long)b->pause_s);
+		arm_timer(b);
+		return;
 	}
 	flush_now(b);
 }

@@ -1705,10 +1705,15 @@ static void accept_connection(int fd, const struct sockaddr *peer, socklen_t pee
 	}
 	tcp->c = pl_c2s_new(&tcp_transport, tcp);
 	tcp->parser = pl_xml_stream_new(&limits, &pl_c2s_xml_callbacks, tcp->c);
+	pl_c2s_limit_reading(tcp->conn);
+}
+
+void pl_c2s_limit_reading(struct pl_conn *conn)
+{
 	/* A flooding client is slowed at the socket: its bytes wait in the
 	 * kernel, not in our memory, and the loop serves everyone else. */
 	if (conf.max_bytes_per_second)
-		pl_conn_set_read_limit(tcp->conn, conf.max_bytes_per_second,
+		pl_conn_set_read_limit(conn, conf.max_bytes_per_second,
 				       2 * conf.max_bytes_per_second);
 }
 

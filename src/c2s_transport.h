@@ -87,6 +87,10 @@ void pl_c2s_transport_gone(struct pl_c2s *c, bool timed_out);
  * stream prefix declared on stream-level elements, jabber:client on
  * elements that declare no default namespace. */
 void pl_c2s_standalone_element(struct pl_buf *out, const char *data, size_t len);
+struct pl_conn;
+/* Applies <c2s max-bytes-per-second> to a connection carrying a client
+ * stream (TCP, WebSocket). */
+void pl_c2s_limit_reading(struct pl_conn *conn);
 /* The parser limits of client streams (<c2s max-stanza-size> etc.). */
 const struct pl_xml_limits *pl_c2s_limits(void);
 

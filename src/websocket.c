@@ -440,6 +440,7 @@ static void on_upgrade(struct pl_http_request *r, void *userdata)
 	 * checks frames. */
 	wslay_event_config_set_no_buffering(ws->wslay, 1);
 	pl_conn_set_callbacks(conn, &conn_callbacks, ws);
+	pl_c2s_limit_reading(conn);
 	ws->c = pl_c2s_new(&ws_transport, ws);
 }
 

@@ -155,9 +155,15 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	}
 }
 
+/* Input an owner has not consumed yet (an HTTP connection waiting for
+ * the answer to its last request while the client sends more) stays in
+ * the kernel beyond this, not in our memory. */
+#define MAX_BUFFERED_INPUT (1024 * 1024)
+
 static void install_callbacks(struct pl_conn *conn)
 {
 	bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, MAX_BUFFERED_INPUT);
 	set_timeouts(conn);
 	if (conn->bucket)
 		bufferevent_set_rate_limit(conn->bev, conn->bucket);

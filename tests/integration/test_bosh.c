@@ -217,6 +217,21 @@ int main(void)
 	has_str(a, "still here", "a held request dropped by its connection: repeating it gets the message");
 	free(a);
 
+	/* XEP-0124 10: pause. */
+	poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(&s, sid, rid), "a poll is held before the pause");
+	a = roundtrip(BODY "rid='%llu' sid='%s' pause='30'/>", ++rid, sid);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>", "a pause request is answered at once");
+	free(a);
+	a = reply(poll);
+	ok(a != NULL, "and so is the request held before it");
+	free(a);
+	raw_client_send(alice, "<message to='carol@localhost/web' type='chat'><body>during the pause</body></message>");
+	raw_client_sync(alice);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "during the pause", "after the pause the session is there with what came meanwhile");
+	free(a);
+
 	a = roundtrip(BODY "rid='%llu' sid='%s' type='terminate'><presence xmlns='jabber:client' "
 			   "type='unavailable'/></body>", ++rid, sid);
 	has_str(a, "type='terminate'", "terminate is answered with terminate");
@@ -227,9 +242,14 @@ int main(void)
 
 	/* wait is over: an empty answer. */
 	a = create("1", "1", sid, sizeof(sid));
+	has_str(a, "maxpause='120'", "sessions offer a pause of up to 120 s");
 	free(a);
 	a = roundtrip(BODY "rid='1001' sid='%s'/>", sid);
 	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>", "an empty answer once wait is over");
+	free(a);
+
+	a = roundtrip(BODY "rid='1002' sid='%s' pause='500'/>", sid);
+	has_str(a, "condition='policy-violation'", "a pause beyond maxpause: policy-violation");
 	free(a);
 
 	struct http_client *h = http_client_connect(http_port, false);
@@ -242,6 +262,29 @@ int main(void)
 	free(methods);
 	http_response_free(&r);
 	http_client_free(h);
+
+	/* What an idle logged-in BOSH session costs (a figure for the notes). */
+	enum { USERS = 4, PER = 25 };
+	for (int u = 0; u < USERS; u++) {
+		char name[16];
+		snprintf(name, sizeof(name), "idle%d", u);
+		ph_add_user(&s, name);
+	}
+	long before = ph_rss_kib(s.pid);
+	int bound = 0;
+	for (int i = 0; i < USERS * PER; i++) {
+		char name[16], resource[16];
+		snprintf(name, sizeof(name), "idle%d", i / PER);
+		snprintf(resource, sizeof(resource), "r%d", i);
+		free(create("0", "60", sid, sizeof(sid)));
+		rid = 1000;
+		if (login(sid, &rid, name, resource))
+			bound++;
+	}
+	is_int(bound, USERS * PER, "a hundred BOSH sessions log in");
+	long after = ph_rss_kib(s.pid);
+	diag("parleyd RSS %ld KiB before, %ld KiB with %d idle BOSH sessions (%.1f KiB each)",
+	     before, after, USERS * PER, (double)(after - before) / (USERS * PER));
 
 	ok(raw_client_sync(alice), "the TCP bystander is served throughout");
 	raw_client_free(alice);

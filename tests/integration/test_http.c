@@ -182,6 +182,32 @@ int main(void)
 		http_client_free(c);
 	}
 
+	/* 2000 idle connections: accepted, bystanders served, all closed by
+	 * the idle timeout. */
+	enum { IDLE = 2000 };
+	static struct http_client *idle[IDLE];
+	long rss_before = ph_rss_kib(s.pid);
+	int opened = 0;
+	for (int i = 0; i < IDLE; i++)
+		if ((idle[i] = http_client_connect(http_port, false)) != NULL)
+			opened++;
+	is_int(opened, IDLE, "2000 idle HTTP connections are accepted");
+	c = http_client_connect(http_port, false);
+	r = get(c, "/.well-known/host-meta.json", NULL);
+	is_int(r.status, 200, "a bystander is served meanwhile");
+	http_response_free(&r);
+	http_client_free(c);
+	long rss_after = ph_rss_kib(s.pid);
+	diag("parleyd RSS %ld KiB before, %ld KiB with %d idle connections (%.1f KiB each)",
+	     rss_before, rss_after, IDLE, (double)(rss_after - rss_before) / IDLE);
+	int closed = 0;
+	for (int i = 0; i < IDLE; i++) {
+		if (idle[i] && http_client_wait_closed(idle[i], 15000))
+			closed++;
+		http_client_free(idle[i]);
+	}
+	is_int(closed, IDLE, "the idle timeout closes every one of them");
+
 	char *log = ph_server_log(&s);
 	has_str(log, "400 Bad Request: HPE_INVALID_METHOD", "refusals are logged with the reason");
 	has_str(log, "431 Request Header Fields Too Large", "the header limit too");

@@ -278,6 +278,39 @@ static void outside(void)
 	}
 }
 
+/* What an idle logged-in WebSocket session costs (reported, not judged:
+ * a figure for the notes, and a check that a hundred log in). */
+static void idle_memory(const struct ph_server *s)
+{
+	enum { USERS = 4, PER = 25 };
+	static struct ws_client *w[USERS * PER];
+	for (int u = 0; u < USERS; u++) {
+		char name[16];
+		snprintf(name, sizeof(name), "idle%d", u);
+		ph_add_user(s, name);
+	}
+	long before = ph_rss_kib(s->pid);
+	int bound = 0;
+	for (int i = 0; i < USERS * PER; i++) {
+		char name[16], password[32], resource[16];
+		snprintf(name, sizeof(name), "idle%d", i / PER);
+		snprintf(password, sizeof(password), "%s-secret", name);
+		snprintf(resource, sizeof(resource), "r%d", i);
+		int status;
+		w[i] = ws_connect("xmpp", NULL, &status);
+		char *jid = w[i] ? ws_client_login(w[i], name, password, resource) : NULL;
+		if (jid)
+			bound++;
+		free(jid);
+	}
+	is_int(bound, USERS * PER, "a hundred WebSocket sessions log in");
+	long after = ph_rss_kib(s->pid);
+	diag("parleyd RSS %ld KiB before, %ld KiB with %d idle WebSocket sessions (%.1f KiB each)",
+	     before, after, USERS * PER, (double)(after - before) / (USERS * PER));
+	for (int i = 0; i < USERS * PER; i++)
+		ws_client_free(w[i]);
+}
+
 int main(void)
 {
 	struct ph_server s;
@@ -322,6 +355,7 @@ int main(void)
 
 	resumption(&s, alice);
 	hostile(&s, alice);
+	idle_memory(&s);
 	raw_client_free(alice);
 	is_int(ph_server_stop(&s), 0, "parleyd stops cleanly");
 	ph_server_cleanup(&s);
