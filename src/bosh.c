@@ -518,8 +518,9 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 		end(b, "item-not-found");
 		return;
 	}
-	const char *pause = pl_xnode_attr(body, "pause");
-	if (pause && (atoll(pause) <= 0 || atoll(pause) > MAX_PAUSE)) {
+	const char *pause_text = pl_xnode_attr(body, "pause");
+	int64_t pause = pause_text ? atoll(pause_text) : 0; /* body is freed before use */
+	if (pause_text && (pause <= 0 || pause > MAX_PAUSE)) {
 		pl_xnode_unref(&body);
 		terminate_request(r, q, "policy-violation", "pause beyond maxpause");
 		end(b, "policy-violation");
@@ -556,7 +557,7 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 			return;
 		while (b->held)
 			answer(b, take_oldest(b), NULL, NULL);
-		b->pause_s = atoll(pause);
+		b->pause_s = pause;
 		pl_log(PL_LOG_DEBUG, "bosh", "session %s paused for %lld s", b->sid,
 		       (long long)b->pause_s);
 		arm_timer(b);

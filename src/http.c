@@ -832,6 +832,9 @@ void pl_http_stop(void)
 	plain_listener = tls_listener = NULL;
 	while (conns) {
 		struct http_conn *hc = conns;
+		struct pl_http_request *r = hc->request;
+		if (r && r->handler_owned && r->route->handler->on_abort)
+			r->route->handler->on_abort(r, r->route->userdata);
 		pl_conn_free(hc->conn);
 		free_conn(hc);
 	}
