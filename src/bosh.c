@@ -13,6 +13,7 @@
  * connection would be (a stream-managed session hibernates). */
 #include "bosh.h"
 #include "c2s_transport.h"
+#include "counters.h"
 #include "http.h"
 #include "log.h"
 #include "router.h"
@@ -407,6 +408,7 @@ static void create_session(struct breq *q, struct pl_xnode *body)
 		sessions->prev = b;
 	sessions = b;
 	b->c = pl_c2s_new(&bosh_transport, b);
+	pl_counter_add(pl_counter("bosh-sessions"), 1);
 	pl_log(PL_LOG_INFO, "bosh", "%s: session %s (wait %lld, hold %lld)", b->address, b->sid,
 	       (long long)b->wait_s, (long long)b->hold);
 	b->rid = q->rid;

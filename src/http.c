@@ -7,6 +7,7 @@
  * written. Every refusal is a status line, a log line and, where the
  * stream can no longer be trusted (bad syntax, limits), a close. */
 #include "http.h"
+#include "counters.h"
 #include "log.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -349,6 +350,7 @@ void pl_http_respond(struct pl_http_request *r, int status, const char *content_
 		pl_conn_write(hc->conn, body, len);
 	pl_log(PL_LOG_DEBUG, "http", "%s: %s %s -> %d", pl_conn_peer_address(hc->conn), r->method,
 	       pl_http_path(r), status);
+	pl_counter_add(pl_counter(status < 400 ? "http-requests" : "http-errors"), 1);
 	finish_request(hc, r->keep_alive);
 }
 

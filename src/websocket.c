@@ -12,6 +12,7 @@
  * RFC 7395 3.3.3 requires. */
 #include "websocket.h"
 #include "c2s_transport.h"
+#include "counters.h"
 #include "http.h"
 #include "log.h"
 #include "net/conn.h"
@@ -441,6 +442,7 @@ static void on_upgrade(struct pl_http_request *r, void *userdata)
 	wslay_event_config_set_no_buffering(ws->wslay, 1);
 	pl_conn_set_callbacks(conn, &conn_callbacks, ws);
 	pl_c2s_limit_reading(conn);
+	pl_counter_add(pl_counter("websocket-connections"), 1);
 	ws->c = pl_c2s_new(&ws_transport, ws);
 }
 

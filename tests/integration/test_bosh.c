@@ -289,6 +289,12 @@ int main(void)
 	     before, after, USERS * PER, (double)(after - before) / (USERS * PER));
 
 	ok(raw_client_sync(alice), "the TCP bystander is served throughout");
+	char *status = NULL;
+	const char *status_args[] = { "status", NULL };
+	ph_ctl(&s, status_args, NULL, &status, NULL);
+	has_str(status, "bosh-sessions", "parleyctl status counts BOSH sessions");
+	has_str(status, "http-requests", "and HTTP requests");
+	free(status);
 	raw_client_free(alice);
 	is_int(ph_server_stop(&s), 0, "parleyd stops cleanly");
 	ph_server_cleanup(&s);

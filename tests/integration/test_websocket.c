@@ -356,6 +356,11 @@ int main(void)
 	resumption(&s, alice);
 	hostile(&s, alice);
 	idle_memory(&s);
+	char *out = NULL;
+	const char *status_args[] = { "status", NULL };
+	ph_ctl(&s, status_args, NULL, &out, NULL);
+	has_str(out, "websocket-connections", "parleyctl status counts WebSocket connections");
+	free(out);
 	raw_client_free(alice);
 	is_int(ph_server_stop(&s), 0, "parleyd stops cleanly");
 	ph_server_cleanup(&s);
