@@ -30,7 +30,7 @@
 #include <wslay/wslay.h>
 
 #define NS_FRAMING "urn:ietf:params:xml:ns:xmpp-framing"
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 /* RFC 6455 7.4.1 status codes. */
 #define WS_NORMAL 1000

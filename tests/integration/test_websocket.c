@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "raw_client.h"
 #include "ws_client.h"
+#include "http_client.h"
 #include "../tap.h"
 
 #include <arpa/inet.h>
@@ -52,6 +53,20 @@ static bool outside_address(char *out, size_t len)
 
 static void handshakes(void)
 {
+	/* The example of RFC 6455 1.3, so that client and server cannot
+	 * share a mistake. */
+	struct http_client *h = http_client_connect(http_port, false);
+	http_client_sendf(h, "GET /xmpp-websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+			     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+			     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: xmpp\r\n\r\n");
+	struct http_response r = http_client_read(h, 5000);
+	is_int(r.status, 101, "the upgrade of RFC 6455 1.3 gets 101");
+	char *accept = http_response_header(&r, "Sec-WebSocket-Accept");
+	is_str(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "with the Sec-WebSocket-Accept of RFC 6455 1.3");
+	free(accept);
+	http_response_free(&r);
+	http_client_free(h);
+
 	int status;
 	struct ws_client *w = ws_connect(NULL, NULL, &status);
 	ok(!w && status == 400, "an upgrade without a subprotocol is refused with 400 (got %d)", status);

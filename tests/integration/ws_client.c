@@ -77,7 +77,7 @@ struct ws_client *ws_client_connect(const char *ip, int port, bool tls, const ch
 	char *accept = http_response_header(&r, "Sec-WebSocket-Accept");
 	char *chosen = http_response_header(&r, "Sec-WebSocket-Protocol");
 	char input[100];
-	snprintf(input, sizeof(input), "%s258EAFA5-E914-47DA-95CA-C5AB0DC11B65", key);
+	snprintf(input, sizeof(input), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
 	unsigned char digest[SHA_DIGEST_LENGTH];
 	SHA1((unsigned char *)input, strlen(input), digest);
 	char *expected = base64(digest, sizeof(digest));
