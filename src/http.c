@@ -510,6 +510,10 @@ static int headers_complete(http_parser *p)
 		r->status = 505;
 		return 1;
 	}
+	if (p->http_minor >= 1 && !pl_http_header(r, "Host")) {
+		r->status = 400; /* RFC 9112 3.2 */
+		return 1;
+	}
 	if (strcmp(r->method, "OPTIONS") == 0) {
 		r->status = -1; /* a preflight, answered at message end */
 		return 0;

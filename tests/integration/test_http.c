@@ -163,6 +163,13 @@ int main(void)
 	http_client_free(c);
 
 	c = http_client_connect(http_port, false);
+	http_client_sendf(c, "GET /.well-known/host-meta HTTP/1.1\r\n\r\n");
+	r = http_client_read(c, 5000);
+	is_int(r.status, 400, "an HTTP/1.1 request without Host gets 400 (RFC 9112 3.2)");
+	http_response_free(&r);
+	http_client_free(c);
+
+	c = http_client_connect(http_port, false);
 	http_client_sendf(c, "GET / HTTP/2.0\r\nHost: x\r\n\r\n");
 	r = http_client_read(c, 5000);
 	is_int(r.status, 505, "HTTP/2 in an HTTP/1 request line gets 505");
