@@ -31,7 +31,6 @@
 #define NS_XBOSH "urn:xmpp:xbosh"
 #define MAX_WAIT 60
 #define MAX_HOLD 2
-#define INACTIVITY 60
 #define POLLING 2
 #define MAX_PAUSE 120
 #define WINDOW 4 /* requests: hold + 1, at most */
@@ -76,6 +75,13 @@ struct bosh {
 
 static struct event_base *loop;
 static struct bosh *sessions;
+
+/* <http bosh-inactivity>, in whole seconds as XEP-0124 counts. */
+static int64_t inactivity_s(void)
+{
+	int64_t s = pl_http_config()->bosh_inactivity_ms / 1000;
+	return s > 0 ? s : 1;
+}
 
 /* ---- answering ---------------------------------------------------------------- */
 
@@ -146,7 +152,7 @@ static void arm_timer(struct bosh *b)
 	if (b->held)
 		delay_ms = b->held->since_ms + b->wait_s * 1000 - pl_now_ms();
 	else
-		delay_ms = (b->pause_s ? b->pause_s : (int64_t)INACTIVITY) * 1000;
+		delay_ms = b->pause_s ? b->pause_s * 1000 : inactivity_s() * 1000;
 	if (delay_ms < 0)
 		delay_ms = 0;
 	struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
@@ -221,7 +227,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	struct bosh *b = arg;
 	if (!b->held) {
 		pl_log(PL_LOG_INFO, "bosh", "%s: session %s inactive for %lld s", b->address, b->sid,
-		       (long long)(b->pause_s ? b->pause_s : INACTIVITY));
+		       (long long)(b->pause_s ? b->pause_s : inactivity_s()));
 		end(b, NULL);
 		return;
 	}
@@ -428,7 +434,7 @@ static void create_session(struct breq *q, struct pl_xnode *body)
 			    "hold='%lld' inactivity='%d' polling='%d' maxpause='%d' ver='1.11' from='%s' "
 			    "authid='%s' secure='%s' xmpp:version='1.0' xmpp:restartlogic='true'>",
 		      b->sid, (long long)b->wait_s, (long long)b->requests, (long long)b->hold,
-		      INACTIVITY, POLLING, MAX_PAUSE, b->from, b->stream_id, b->secure ? "true" : "false");
+		      (int)inactivity_s(), POLLING, MAX_PAUSE, b->from, b->stream_id, b->secure ? "true" : "false");
 	pl_buf_append(&out, b->pending.data ? b->pending.data : "", b->pending.len);
 	pl_buf_reset(&b->pending);
 	pl_buf_puts(&out, "</body>");

@@ -96,6 +96,7 @@ struct pl_http_conf {
 	int64_t idle_timeout_ms;   /* between requests and while one arrives */
 	bool consider_secure;      /* a proxy in front terminates TLS */
 	char *cors_origins;         /* space-separated: "*" or exact origins */
+	int64_t bosh_inactivity_ms; /* a BOSH session without requests ends */
 	char *websocket_url;       /* public URLs for XEP-0156 (NULL: from Host) */
 	char *bosh_url;
 };

@@ -5,11 +5,13 @@
  * is over, requests taken in rid order whatever order they arrive in, a
  * repeated rid answered again without being processed twice, a lost
  * answer recovered by repeating its rid, a request whose connection
- * dropped, terminate, and the binding errors (bad body, unknown sid, rid
- * out of the window) — while a TCP bystander is served. */
+ * dropped, pause, terminate, and the binding errors (bad body, unknown
+ * sid, rid out of the window) — while a TCP bystander is served; and a
+ * stream-managed BOSH session resumed over WebSocket after inactivity. */
 #include "harness.h"
 #include "http_client.h"
 #include "raw_client.h"
+#include "ws_client.h"
 #include "../tap.h"
 
 #include <openssl/evp.h>
@@ -92,6 +94,64 @@ static bool login(const char *sid, unsigned long long *rid, const char *user, co
 	bool bound = a && strstr(a, "</jid>");
 	free(a);
 	return success && features && bound;
+}
+
+/* Stream management underneath BOSH: a session whose client stops
+ * polling hibernates after bosh-inactivity and is resumed over
+ * WebSocket with the message it never acknowledged. */
+static void resumption(void)
+{
+	struct ph_server s;
+	int saved_port = http_port;
+	http_port = ph_free_port();
+	char extra[300];
+	snprintf(extra, sizeof(extra),
+		 "<http address=\"127.0.0.1\" port=\"%d\" consider-secure=\"true\" bosh-inactivity=\"1s\"/>",
+		 http_port);
+	ph_server_init(&s, extra);
+	if (!ok(ph_server_start(&s, NULL) == 0, "a server with bosh-inactivity 1s starts"))
+		return;
+	ph_add_user(&s, "dave");
+	ph_add_user(&s, "erin");
+	struct raw_client *erin = raw_client_new_session(s.c2s_tls_port, "erin", "erin-secret", "tcp");
+	char sid[64];
+	char *a = create("0", "10", sid, sizeof(sid));
+	has_str(a, "inactivity='1'", "the session announces the configured inactivity");
+	free(a);
+	unsigned long long rid = 1000;
+	ok(login(sid, &rid, "dave", "phone"), "dave logs in over BOSH");
+	a = roundtrip(BODY "rid='%llu' sid='%s'><enable xmlns='urn:xmpp:sm:3' resume='true'/></body>", ++rid, sid);
+	char previd[64] = "";
+	const char *id = a ? strstr(a, " id='") : NULL;
+	if (id)
+		sscanf(id + 5, "%63[^']", previd);
+	ok(previd[0] != 0, "stream management with resumption is enabled over BOSH");
+	free(a);
+	raw_client_send(erin, "<message to='dave@localhost/phone' type='chat'><body>keep this safe</body></message>");
+	raw_client_sync(erin);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "keep this safe", "dave gets a message and does not acknowledge it");
+	free(a);
+	ok(ph_wait_log(&s, "dave@localhost/phone waits", 10000),
+	   "dave stops polling: after bosh-inactivity the session waits to be resumed");
+	int status;
+	struct ws_client *w = ws_client_connect("127.0.0.1", http_port, false, "xmpp", NULL, &status);
+	free(w ? ws_client_open(w, "localhost") : NULL);
+	free(w ? ws_client_auth_plain(w, "dave", "dave-secret") : NULL);
+	free(w ? ws_client_open(w, "localhost") : NULL);
+	if (w)
+		ws_client_send(w, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>", previd);
+	char *resumed = w ? ws_client_wait(w, "<resumed", 5000) : NULL;
+	has_str(resumed, "<resumed", "the BOSH session is resumed over WebSocket");
+	free(resumed);
+	char *m = w ? ws_client_wait(w, "keep this safe", 5000) : NULL;
+	ok(m != NULL, "and the unacknowledged message is sent again");
+	free(m);
+	ws_client_free(w);
+	raw_client_free(erin);
+	is_int(ph_server_stop(&s), 0, "that server stops cleanly");
+	ph_server_cleanup(&s);
+	http_port = saved_port;
 }
 
 int main(void)
@@ -298,5 +358,6 @@ int main(void)
 	raw_client_free(alice);
 	is_int(ph_server_stop(&s), 0, "parleyd stops cleanly");
 	ph_server_cleanup(&s);
+	resumption();
 	return done_testing();
 }
