@@ -191,11 +191,13 @@ static void free_session(struct bosh *b, const char *condition)
 /* The session is over for the c2s side too. */
 static void end(struct bosh *b, const char *condition)
 {
+	/* The session first: it may still ask this transport for the
+	 * address it logs, and it never calls it again afterwards. */
 	struct pl_c2s *c = b->c;
 	b->c = NULL;
-	free_session(b, condition);
 	if (c)
 		pl_c2s_transport_gone(c, false);
+	free_session(b, condition);
 }
 
 /* Sends what is pending to the oldest held request; ends a closed
