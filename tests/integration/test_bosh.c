@@ -356,7 +356,17 @@ int main(void)
 	has_str(status, "http-requests", "and HTTP requests");
 	free(status);
 	raw_client_free(alice);
+	/* Shutting down with a request held: it gets the stream error. */
+	free(create("1", "30", sid, sizeof(sid)));
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "late"), "carol logs in again");
+	struct http_client *held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(&s, sid, rid), "her poll is held");
 	is_int(ph_server_stop(&s), 0, "parleyd stops cleanly");
+	a = reply(held);
+	has_str(a, "condition='remote-stream-error'", "the held request is answered with the stream error");
+	has_str(a, "<system-shutdown", "system-shutdown");
+	free(a);
 	ph_server_cleanup(&s);
 	resumption();
 	return done_testing();
