@@ -3,7 +3,9 @@
  * text of that unavailable presence are stored; a contact allowed to see
  * the user's presence (or the user) asks the bare JID and learns how long
  * ago that was ("0" while the user is online). Asked of the server, it
- * answers the uptime. */
+ * answers the uptime. A record on its way to the store is answered from
+ * memory, so that a question right after the presence never reads the
+ * record before it. */
 #include "accounts.h"
 #include "hooks.h"
 #include "iq_storage.h"
@@ -17,6 +19,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,46 @@
 
 static struct pl_module *self;
 static struct pl_store_space *last_space;
+
+/* Records submitted and not yet committed, the newest per user; each
+ * leaves when its own write completes (a newer one for the same user
+ * replaces it and waits for its own). Owned here. */
+struct pending {
+	struct pending *next;
+	char *bare;
+	char *value;   /* the serialized <last/> */
+	uint64_t seq;
+};
+static struct pending *pending;
+static uint64_t pending_seq;
+
+static void free_pending(struct pending *p)
+{
+	free(p->bare);
+	free(p->value);
+	free(p);
+}
+
+static struct pending **find_pending(const char *bare)
+{
+	struct pending **at = &pending;
+	while (*at && strcmp((*at)->bare, bare) != 0)
+		at = &(*at)->next;
+	return at;
+}
+
+static void on_written(void *arg, int status)
+{
+	uint64_t seq = (uint64_t)(uintptr_t)arg;
+	for (struct pending **at = &pending; *at; at = &(*at)->next) {
+		if ((*at)->seq == seq) {
+			struct pending *done = *at;
+			*at = done->next;
+			free_pending(done);
+			return;
+		}
+	}
+}
 
 static bool has_available_resource(const char *bare, const struct pl_session *except)
 {
@@ -60,7 +103,19 @@ static int on_broadcast(struct pl_event *event, void *userdata)
 	void *key = pl_user_key(e->session->bare_jid, "", &key_len);
 	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
 	pl_store_put(w, last_space, key, key_len, value.data, value.len);
-	pl_store_write_submit(w, NULL, NULL);
+	struct pending **at = find_pending(e->session->bare_jid);
+	if (*at) {
+		struct pending *old = *at;
+		*at = old->next;
+		free_pending(old);
+	}
+	struct pending *p = pl_calloc(1, sizeof(*p));
+	p->bare = pl_strdup(e->session->bare_jid);
+	p->value = pl_strndup(value.data, value.len);
+	p->seq = ++pending_seq;
+	p->next = pending;
+	pending = p;
+	pl_store_write_submit(w, on_written, (void *)(uintptr_t)p->seq);
 	free(key);
 	pl_buf_free(&value);
 	return PL_CONTINUE;
@@ -107,10 +162,16 @@ static int on_get(struct pl_event *event, void *userdata)
 		answer(iq->stanza, 0, NULL);
 		return PL_HANDLED;
 	}
-	size_t key_len;
-	void *key = pl_user_key(to, "", &key_len);
-	struct pl_xnode *record = pl_store_get_element(last_space, key, key_len);
-	free(key);
+	struct pending *p = *find_pending(to);
+	struct pl_xnode *record = NULL;
+	if (p) {
+		record = pl_xml_parse_element(p->value, strlen(p->value), NS_LAST);
+	} else {
+		size_t key_len;
+		void *key = pl_user_key(to, "", &key_len);
+		record = pl_store_get_element(last_space, key, key_len);
+		free(key);
+	}
 	if (!record)
 		return PL_HOOK_ERROR(PL_ERR_ITEM_NOT_FOUND);
 	const char *at = pl_xnode_attr(record, "at");
@@ -136,4 +197,16 @@ static int last_load(struct pl_module *m, const void *conf, char **error)
 /* Authorization asks the roster, so it must be there. */
 static const char *const last_requires[] = { "roster", NULL };
 
-PL_MODULE(last, .version = "0.1", .requires = last_requires, .load = last_load);
+/* The store is destroyed before modules unload, so every write has
+ * completed; anything left is only freed. */
+static void last_unload(struct pl_module *m)
+{
+	while (pending) {
+		struct pending *p = pending;
+		pending = p->next;
+		free_pending(p);
+	}
+}
+
+PL_MODULE(last, .version = "0.1", .requires = last_requires, .load = last_load,
+	  .unload = last_unload);

@@ -7,6 +7,7 @@
  * (anything else is a not-authorized stream error). Every stream error is
  * logged with its condition and the peer address. */
 #include "c2s.h"
+#include "c2s_transport.h"
 #include "ack.h"
 #include "counters.h"
 #include "accounts.h"
@@ -106,9 +107,12 @@ static const struct pl_option c2s_options[] = {
 
 enum c2s_state { WAIT_HEADER, NEGOTIATING, BOUND, CLOSING };
 
-struct c2s {
-	struct pl_conn *conn;           /* owned: freed by the conn layer after on_close */
-	struct pl_xml_stream *parser;   /* owned */
+struct pl_c2s {
+	/* The connection carrying the stream (c2s_transport.h); NULL while
+	 * the session hibernates. The transport owns itself and reports its
+	 * end through pl_c2s_transport_gone; drop() releases it early. */
+	const struct pl_c2s_transport *ops;
+	void *t;
 	struct pl_sasl *sasl;           /* owned while SASL runs */
 	struct pl_session session;      /* in the router once bound */
 	enum c2s_state state;
@@ -118,8 +122,6 @@ struct c2s {
 	char log_id[24];                /* stable for the connection, for log lines */
 	uint64_t number;                /* the same, as a number (pl_c2s_reply) */
 	bool authenticated;
-	bool restart;                   /* after <proceed/> or <success/> */
-	bool start_tls;
 	bool bound;
 	bool plus_offered;
 	struct event *delayed_failure;  /* pending back-off timer, owned */
@@ -154,7 +156,7 @@ struct c2s {
 	bool csi_inactive;
 	struct held *held, *held_tail;
 	size_t held_count;
-	struct c2s *prev, *next;
+	struct pl_c2s *prev, *next;
 };
 
 /* A stanza held back for an inactive client. */
@@ -214,7 +216,7 @@ static struct failure_record *failure_slot(const char *address, bool create)
 static struct c2s_conf conf;
 static struct pl_listener *plain_listener, *tls_listener;
 static struct event_base *loop;
-static struct c2s *streams;
+static struct pl_c2s *streams;
 static struct pl_xml_limits limits;
 static struct event *keepalive_timer;
 /* Every few seconds, parsers of streams that went quiet are freed
@@ -223,32 +225,59 @@ static struct event *keepalive_timer;
 static struct event *parser_sweep;
 #define PARSER_IDLE_MS 2000
 
-static void write_text(struct c2s *c, const char *text)
+/* Every write is one whole element, so that transports with their own
+ * framing can frame it; nothing is written while hibernating. */
+static void emit(struct pl_c2s *c, const char *data, size_t len)
 {
-	pl_conn_write(c->conn, text, strlen(text));
+	if (c->t)
+		c->ops->element(c->t, data, len);
 }
 
-static void write_node(struct c2s *c, const struct pl_xnode *n)
+static void emit_buf(struct pl_c2s *c, const struct pl_buf *out)
+{
+	emit(c, out->data, out->len);
+}
+
+static void write_text(struct pl_c2s *c, const char *text)
+{
+	emit(c, text, strlen(text));
+}
+
+static void write_node(struct pl_c2s *c, const struct pl_xnode *n)
 {
 	struct pl_buf out = { 0 };
 	pl_xnode_serialize(n, PL_NS_CLIENT, &out);
-	pl_conn_write(c->conn, out.data, out.len);
+	emit_buf(c, &out);
 	pl_buf_free(&out);
 }
 
-static void stream_error(struct c2s *c, const char *condition, const char *text);
-static void drop_held(struct c2s *c);
+static const char *peer_address(struct pl_c2s *c)
+{
+	return c->t ? c->ops->peer_address(c->t) : "(hibernating)";
+}
+
+static bool is_secure(struct pl_c2s *c)
+{
+	return c->t && c->ops->is_secure(c->t);
+}
+
+static SSL *ssl_of(struct pl_c2s *c)
+{
+	return c->t ? c->ops->ssl(c->t) : NULL;
+}
+
+static void stream_error(struct pl_c2s *c, const char *condition, const char *text);
+static void drop_held(struct pl_c2s *c);
 
 /* ---- stream management (XEP-0198) -------------------------------------------- */
 
 /* Every stanza to the client goes through here. With stream management
  * it is numbered and kept until the client acknowledges it; while the
  * connection is lost (hibernation) it is only kept. */
-static void send_stanza_bytes(struct c2s *c, const char *data, size_t len)
+static void send_stanza_bytes(struct pl_c2s *c, const char *data, size_t len)
 {
 	if (!c->sm_enabled) {
-		if (c->conn)
-			pl_conn_write(c->conn, data, len);
+		emit(c, data, len);
 		return;
 	}
 	struct unacked *u = pl_malloc(sizeof(*u) + len);
@@ -265,16 +294,16 @@ static void send_stanza_bytes(struct c2s *c, const char *data, size_t len)
 		/* Not from inside a delivery: the router may be iterating. */
 		event_active(c->hibernation, EV_TIMEOUT, 0);
 	}
-	if (!c->conn)
+	if (!c->t)
 		return;
-	pl_conn_write(c->conn, data, len);
+	emit(c, data, len);
 	if (!c->sm_ack_requested) {
 		write_text(c, "<r xmlns='" NS_SM "'/>");
 		c->sm_ack_requested = true;
 	}
 }
 
-static void send_stanza(struct c2s *c, const struct pl_xnode *n)
+static void send_stanza(struct pl_c2s *c, const struct pl_xnode *n)
 {
 	struct pl_buf out = { 0 };
 	pl_xnode_serialize(n, PL_NS_CLIENT, &out);
@@ -282,7 +311,7 @@ static void send_stanza(struct c2s *c, const struct pl_xnode *n)
 	pl_buf_free(&out);
 }
 
-static void send_ack(struct c2s *c)
+static void send_ack(struct pl_c2s *c)
 {
 	char a[80];
 	snprintf(a, sizeof(a), "<a xmlns='" NS_SM "' h='%u'/>", pl_ack_durable(c->tracker));
@@ -293,15 +322,15 @@ static void send_ack(struct c2s *c)
  * the news without asking again. */
 static void on_durable(void *owner, uint32_t durable)
 {
-	struct c2s *c = owner;
-	if (c->conn && c->sm_ack_wanted && c->state == BOUND) {
+	struct pl_c2s *c = owner;
+	if (c->t && c->sm_ack_wanted && c->state == BOUND) {
 		send_ack(c);
 		if (durable == c->sm_received)
 			c->sm_ack_wanted = false;
 	}
 }
 
-static void free_unacked(struct c2s *c)
+static void free_unacked(struct pl_c2s *c)
 {
 	while (c->unacked) {
 		struct unacked *u = c->unacked;
@@ -314,7 +343,7 @@ static void free_unacked(struct c2s *c)
 
 /* The client has handled h stanzas: forget them. False when h claims
  * more than was sent. */
-static bool acknowledge(struct c2s *c, uint32_t h)
+static bool acknowledge(struct pl_c2s *c, uint32_t h)
 {
 	if (pl_ack_after(h, c->sm_sent))
 		return false;
@@ -335,7 +364,7 @@ static bool acknowledge(struct c2s *c, uint32_t h)
  * vanish. Messages are routed again (to another resource or the offline
  * queue, now that this resource is gone), requests get an error. Messages
  * that came from the offline queue are still in it and are skipped. */
-static void reroute_unacked(struct c2s *c)
+static void reroute_unacked(struct pl_c2s *c)
 {
 	size_t rerouted = 0, host_len = c->host ? strlen(c->host->name) : 0;
 	for (struct unacked *u = c->unacked; u; u = u->next) {
@@ -366,7 +395,7 @@ static void reroute_unacked(struct c2s *c)
 	free_unacked(c);
 }
 
-static void unlink_stream(struct c2s *c)
+static void unlink_stream(struct pl_c2s *c)
 {
 	if (c->prev)
 		c->prev->next = c->next;
@@ -379,7 +408,7 @@ static void unlink_stream(struct c2s *c)
 
 #define MAX_DIRECTED 256
 
-static void forget_directed(struct c2s *c, const char *to)
+static void forget_directed(struct pl_c2s *c, const char *to)
 {
 	for (size_t i = 0; i < c->directed_count; i++) {
 		if (strcmp(c->directed[i], to) == 0) {
@@ -390,7 +419,7 @@ static void forget_directed(struct c2s *c, const char *to)
 	}
 }
 
-static void remember_directed(struct c2s *c, const char *to)
+static void remember_directed(struct pl_c2s *c, const char *to)
 {
 	forget_directed(c, to);
 	if (c->directed_count >= MAX_DIRECTED)
@@ -400,7 +429,7 @@ static void remember_directed(struct c2s *c, const char *to)
 	c->directed[c->directed_count++] = pl_strdup(to);
 }
 
-static void free_stream(struct c2s *c)
+static void free_stream(struct pl_c2s *c)
 {
 	drop_held(c);
 	free_unacked(c);
@@ -418,7 +447,6 @@ static void free_stream(struct c2s *c)
 		c->bound = false;
 	}
 	unlink_stream(c);
-	pl_xml_stream_free(c->parser);
 	pl_sasl_free(c->sasl);
 	pl_xnode_unref(&c->session.presence);
 	free(c->session.full_jid);
@@ -432,7 +460,7 @@ static void session_deliver(struct pl_session *s, const struct pl_xnode *stanza)
 /* Broadcast presence (RFC 6121 4.2-4.5) once the session's state has
  * been updated: modules send it to contacts, then the user's other
  * available resources get it here. */
-static void broadcast_presence(struct c2s *c, struct pl_xnode *presence, bool initial)
+static void broadcast_presence(struct pl_c2s *c, struct pl_xnode *presence, bool initial)
 {
 	struct pl_presence_event event = { presence, &c->session, NULL, initial };
 	pl_hooks_fire("presence/broadcast", &event);
@@ -454,7 +482,7 @@ static void broadcast_presence(struct c2s *c, struct pl_xnode *presence, bool in
 	pl_xnode_set_attr(presence, "to", NULL);
 }
 
-static void broadcast_unavailable(struct c2s *c)
+static void broadcast_unavailable(struct pl_c2s *c)
 {
 	if (!c->bound || !c->session.available)
 		return;
@@ -473,7 +501,7 @@ static void broadcast_unavailable(struct c2s *c)
 
 /* The session is over (not resumed elsewhere): contacts learn it, the
  * resource leaves the router, unacknowledged stanzas find another way. */
-static void end_session(struct c2s *c)
+static void end_session(struct pl_c2s *c)
 {
 	broadcast_unavailable(c);
 	if (c->bound) {
@@ -485,11 +513,11 @@ static void end_session(struct c2s *c)
 }
 
 /* Ends the stream with an RFC 6120 4.9 stream error. */
-static void stream_error(struct c2s *c, const char *condition, const char *text)
+static void stream_error(struct pl_c2s *c, const char *condition, const char *text)
 {
 	if (c->state == CLOSING)
 		return;
-	if (!c->conn) {
+	if (!c->t) {
 		/* A hibernating session has nobody to tell: it just ends. */
 		pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "hibernating session ends: %s",
 			       condition);
@@ -498,31 +526,29 @@ static void stream_error(struct c2s *c, const char *condition, const char *text)
 		return;
 	}
 	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: stream error %s%s%s",
-		       pl_conn_peer_address(c->conn), condition, text ? ": " : "", text ? text : "");
+		       peer_address(c), condition, text ? ": " : "", text ? text : "");
 	struct pl_buf out = { 0 };
 	if (c->state == WAIT_HEADER)
-		pl_buf_printf(&out, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-				    "xmlns:stream='http://etherx.jabber.org/streams' id='%s' "
-				    "version='1.0'>", c->stream_id);
+		c->ops->open(c->t, c->stream_id, NULL);
 	pl_buf_printf(&out, "<stream:error><%s xmlns='" NS_STREAM_ERRORS "'/>", condition);
 	if (text) {
 		pl_buf_puts(&out, "<text xmlns='" NS_STREAM_ERRORS "' xml:lang='en'>");
 		pl_xml_escape(&out, text, strlen(text));
 		pl_buf_puts(&out, "</text>");
 	}
-	pl_buf_puts(&out, "</stream:error></stream:stream>");
-	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_puts(&out, "</stream:error>");
+	emit_buf(c, &out);
 	pl_buf_free(&out);
 	end_session(c);
 	c->state = CLOSING;
-	pl_conn_close_after_flush(c->conn);
+	c->ops->close(c->t);
 }
 
 /* ---- the router's view of this stream -------------------------------------- */
 
-static struct c2s *from_session(struct pl_session *s)
+static struct pl_c2s *from_session(struct pl_session *s)
 {
-	return (struct c2s *)((char *)s - offsetof(struct c2s, session));
+	return (struct pl_c2s *)((char *)s - offsetof(struct pl_c2s, session));
 }
 
 /* What an inactive client must still get at once: anything a person or a
@@ -537,7 +563,7 @@ static bool urgent(const struct pl_xnode *stanza)
 	return type && strcmp(type, "unavailable") != 0;
 }
 
-static void flush_held(struct c2s *c)
+static void flush_held(struct pl_c2s *c)
 {
 	while (c->held) {
 		struct held *h = c->held;
@@ -550,7 +576,7 @@ static void flush_held(struct c2s *c)
 	c->held_count = 0;
 }
 
-static void drop_held(struct c2s *c)
+static void drop_held(struct pl_c2s *c)
 {
 	while (c->held) {
 		struct held *h = c->held;
@@ -562,7 +588,7 @@ static void drop_held(struct c2s *c)
 	c->held_count = 0;
 }
 
-static void hold(struct c2s *c, const struct pl_xnode *stanza)
+static void hold(struct pl_c2s *c, const struct pl_xnode *stanza)
 {
 	const char *from = strcmp(stanza->name, "presence") == 0 ? pl_xnode_attr(stanza, "from")
 								  : NULL;
@@ -603,10 +629,10 @@ static void hold(struct c2s *c, const struct pl_xnode *stanza)
 
 static void session_deliver(struct pl_session *s, const struct pl_xnode *stanza)
 {
-	struct c2s *c = from_session(s);
+	struct pl_c2s *c = from_session(s);
 	if (c->state != BOUND)
 		return;
-	if (!c->conn && strcmp(stanza->name, "message") == 0) {
+	if (!c->t && strcmp(stanza->name, "message") == 0) {
 		/* Hibernating: memory is not a safe place for a message whose
 		 * sender gets an ack, so it goes to the offline queue (on disk),
 		 * which the resumed session or the next login then delivers. */
@@ -633,7 +659,7 @@ static void session_replaced(struct pl_session *s)
 
 static int get_credentials(void *userdata, const char *username, struct pl_scram_credentials *out)
 {
-	struct c2s *c = userdata;
+	struct pl_c2s *c = userdata;
 	char *local = pl_jid_prep_local(username);
 	if (!local)
 		return -ENOENT;
@@ -650,22 +676,22 @@ static int get_credentials(void *userdata, const char *username, struct pl_scram
 
 static int channel_binding(void *userdata, const char *type, uint8_t *out, size_t *out_len)
 {
-	struct c2s *c = userdata;
-	SSL *ssl = pl_conn_ssl(c->conn);
+	struct pl_c2s *c = userdata;
+	SSL *ssl = ssl_of(c);
 	return ssl ? pl_tls_channel_binding(ssl, type, out, out_len) : -ENOTSUP;
 }
 
 static const struct pl_sasl_callbacks sasl_callbacks = { get_credentials, channel_binding };
 
-static const char *binding_type(struct c2s *c)
+static const char *binding_type(struct pl_c2s *c)
 {
-	SSL *ssl = pl_conn_ssl(c->conn);
+	SSL *ssl = ssl_of(c);
 	if (!ssl)
 		return NULL;
 	return SSL_version(ssl) == TLS1_3_VERSION ? "tls-exporter" : "tls-server-end-point";
 }
 
-static void send_sasl(struct c2s *c, const char *element, const struct pl_buf *data)
+static void send_sasl(struct pl_c2s *c, const char *element, const struct pl_buf *data)
 {
 	struct pl_buf out = { 0 };
 	pl_buf_printf(&out, "<%s xmlns='" NS_SASL "'>", element);
@@ -677,21 +703,21 @@ static void send_sasl(struct c2s *c, const char *element, const struct pl_buf *d
 		pl_buf_puts(&out, "=");
 	}
 	pl_buf_printf(&out, "</%s>", element);
-	pl_conn_write(c->conn, out.data, out.len);
+	emit_buf(c, &out);
 	pl_buf_free(&out);
 }
 
-static void send_failure(struct c2s *c, const char *condition)
+static void send_failure(struct pl_c2s *c, const char *condition)
 {
 	struct pl_buf out = { 0 };
 	pl_buf_printf(&out, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
-	pl_conn_write(c->conn, out.data, out.len);
+	emit_buf(c, &out);
 	pl_buf_free(&out);
 }
 
 static void on_delayed_failure(evutil_socket_t fd, short what, void *arg)
 {
-	struct c2s *c = arg;
+	struct pl_c2s *c = arg;
 	event_free(c->delayed_failure);
 	c->delayed_failure = NULL;
 	send_failure(c, c->delayed_condition);
@@ -699,14 +725,14 @@ static void on_delayed_failure(evutil_socket_t fd, short what, void *arg)
 	c->delayed_condition = NULL;
 }
 
-static void sasl_failure(struct c2s *c, const char *condition, const char *reason)
+static void sasl_failure(struct pl_c2s *c, const char *condition, const char *reason)
 {
 	pl_sasl_free(c->sasl);
 	c->sasl = NULL;
 	bool guess = strcmp(condition, "not-authorized") == 0 ||
 		     strcmp(condition, "invalid-authzid") == 0;
 	struct failure_record *record =
-		guess ? failure_slot(pl_conn_peer_address(c->conn), true) : NULL;
+		guess ? failure_slot(peer_address(c), true) : NULL;
 	int64_t delay = 0;
 	if (record) {
 		record->count++;
@@ -720,7 +746,7 @@ static void sasl_failure(struct c2s *c, const char *condition, const char *reaso
 	pl_log_session(PL_LOG_WARN, "c2s", c->log_id,
 		       "%s: authentication failed: %s (%s); failure %u from this address, "
 		       "answering in %lld ms",
-		       pl_conn_peer_address(c->conn), condition, reason,
+		       peer_address(c), condition, reason,
 		       record ? record->count : 0, (long long)delay);
 	if (delay <= 0 || c->delayed_failure) {
 		send_failure(c, condition);
@@ -732,7 +758,7 @@ static void sasl_failure(struct c2s *c, const char *condition, const char *reaso
 	evtimer_add(c->delayed_failure, &tv);
 }
 
-static void sasl_step(struct c2s *c, struct pl_xnode *element)
+static void sasl_step(struct pl_c2s *c, struct pl_xnode *element)
 {
 	char *text = pl_xnode_text(element);
 	uint8_t *decoded = NULL;
@@ -770,20 +796,23 @@ static void sasl_step(struct c2s *c, struct pl_xnode *element)
 		} else {
 			c->authenticated = true;
 			struct failure_record *record =
-				failure_slot(pl_conn_peer_address(c->conn), false);
+				failure_slot(peer_address(c), false);
 			if (record)
 				record->count = 0;
 			send_sasl(c, "success", &out);
 			pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: authenticated as %s@%s",
-				       pl_conn_peer_address(c->conn), c->username, c->host->name);
-			c->restart = true;
-			pl_xml_stream_pause(c->parser);
+				       peer_address(c), c->username, c->host->name);
+			/* The client opens a new stream now (RFC 6120 6.4.6);
+			 * negotiation is over, so no more negotiation timeout. */
+			c->state = WAIT_HEADER;
+			c->ops->restart(c->t);
+			c->ops->set_idle_timeout(c->t, 0);
 		}
 	}
 	pl_buf_free(&out);
 }
 
-static void handle_auth(struct c2s *c, struct pl_xnode *element)
+static void handle_auth(struct pl_c2s *c, struct pl_xnode *element)
 {
 	if (c->delayed_failure) {
 		/* Still serving the back-off of the last failure: RFC 6120 6.4.5
@@ -796,7 +825,7 @@ static void handle_auth(struct c2s *c, struct pl_xnode *element)
 		return;
 	}
 	const char *mechanism = pl_xnode_attr(element, "mechanism");
-	bool tls = pl_conn_is_tls(c->conn);
+	bool tls = is_secure(c);
 	if (mechanism && strcmp(mechanism, "PLAIN") == 0 && !tls) {
 		sasl_failure(c, "encryption-required", "PLAIN needs TLS");
 		return;
@@ -822,14 +851,13 @@ static bool tls_available(void)
 	return pl_server.host_count > 0;
 }
 
-static void send_features(struct c2s *c)
+static void send_features(struct pl_c2s *c)
 {
 	struct pl_buf out = { 0 };
 	pl_buf_puts(&out, "<stream:features>");
-	bool tls = pl_conn_is_tls(c->conn);
-	bool plaintext_ok = !conf.require_tls ||
-			    (conf.allow_plaintext_loopback && pl_conn_peer_is_loopback(c->conn));
-	if (!tls && tls_available()) {
+	bool tls = is_secure(c);
+	bool plaintext_ok = c->ops->plaintext_ok(c->t);
+	if (!tls && tls_available() && c->ops->start_tls) {
 		pl_buf_puts(&out, "<starttls xmlns='" NS_TLS "'>");
 		if (!plaintext_ok)
 			pl_buf_puts(&out, "<required/>");
@@ -837,7 +865,7 @@ static void send_features(struct c2s *c)
 	}
 	if (!c->authenticated && (tls || plaintext_ok)) {
 		pl_buf_puts(&out, "<mechanisms xmlns='" NS_SASL "'>");
-		c->plus_offered = tls && binding_type(c) != NULL;
+		c->plus_offered = binding_type(c) != NULL;
 		if (c->plus_offered)
 			pl_buf_puts(&out, "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"
 					  "<mechanism>SCRAM-SHA-1-PLUS</mechanism>");
@@ -858,7 +886,7 @@ static void send_features(struct c2s *c)
 		pl_hooks_fire("stream-features/bind", &out);
 	}
 	pl_buf_puts(&out, "</stream:features>");
-	pl_conn_write(c->conn, out.data, out.len);
+	emit_buf(c, &out);
 	pl_buf_free(&out);
 }
 
@@ -873,7 +901,7 @@ static const char *attribute_of(const char *const *attributes, const char *name)
 static void on_open(void *userdata, const char *name, const char *ns, const char *content_ns,
 		    const char *const *attributes)
 {
-	struct c2s *c = userdata;
+	struct pl_c2s *c = userdata;
 	uint8_t random[16];
 	pl_random_bytes(random, sizeof(random));
 	for (size_t i = 0; i < sizeof(random); i++)
@@ -905,13 +933,7 @@ static void on_open(void *userdata, const char *name, const char *ns, const char
 		return;
 	}
 	c->state = NEGOTIATING;
-	struct pl_buf out = { 0 };
-	pl_buf_printf(&out, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-			    "xmlns:stream='http://etherx.jabber.org/streams' id='%s' from='%s' "
-			    "version='1.0' xml:lang='en'>",
-		      c->stream_id, host->name);
-	pl_conn_write(c->conn, out.data, out.len);
-	pl_buf_free(&out);
+	c->ops->open(c->t, c->stream_id, host->name);
 	send_features(c);
 	if (c->bound)
 		c->state = BOUND;
@@ -919,7 +941,7 @@ static void on_open(void *userdata, const char *name, const char *ns, const char
 
 /* ---- binding ------------------------------------------------------------------- */
 
-static void reply_iq_error(struct c2s *c, struct pl_xnode *iq, const char *type,
+static void reply_iq_error(struct pl_c2s *c, struct pl_xnode *iq, const char *type,
 			   const char *condition)
 {
 	struct pl_buf out = { 0 };
@@ -929,7 +951,7 @@ static void reply_iq_error(struct c2s *c, struct pl_xnode *iq, const char *type,
 		pl_xml_escape(&out, id, strlen(id));
 	pl_buf_printf(&out, "'><error type='%s'><%s xmlns='" PL_NS_STANZAS "'/></error></iq>",
 		      type, condition);
-	pl_conn_write(c->conn, out.data, out.len);
+	emit_buf(c, &out);
 	pl_buf_free(&out);
 }
 
@@ -941,7 +963,7 @@ static size_t resource_count(const char *bare)
 	return n;
 }
 
-static void handle_bind(struct c2s *c, struct pl_xnode *iq, struct pl_xnode *bind)
+static void handle_bind(struct pl_c2s *c, struct pl_xnode *iq, struct pl_xnode *bind)
 {
 	struct pl_xnode *resource_node = pl_xnode_find(bind, "resource", NS_BIND);
 	char *requested = resource_node ? pl_xnode_text(resource_node) : NULL;
@@ -990,15 +1012,15 @@ static void handle_bind(struct c2s *c, struct pl_xnode *iq, struct pl_xnode *bin
 	pl_buf_puts(&out, "'><bind xmlns='" NS_BIND "'><jid>");
 	pl_xml_escape(&out, c->session.full_jid, strlen(c->session.full_jid));
 	pl_buf_puts(&out, "</jid></bind></iq>");
-	pl_conn_write(c->conn, out.data, out.len);
+	emit_buf(c, &out);
 	pl_buf_free(&out);
 	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: bound %s",
-		       pl_conn_peer_address(c->conn), c->session.full_jid);
+		       peer_address(c), c->session.full_jid);
 }
 
 /* ---- stanzas ------------------------------------------------------------------- */
 
-static void handle_presence(struct c2s *c, struct pl_xnode *presence)
+static void handle_presence(struct pl_c2s *c, struct pl_xnode *presence)
 {
 	const char *to = pl_xnode_attr(presence, "to");
 	const char *type = pl_xnode_attr(presence, "type");
@@ -1054,7 +1076,7 @@ static void handle_presence(struct c2s *c, struct pl_xnode *presence)
 
 /* One stanza costs one token; the debt is paid by pausing the socket in
  * on_data, so a flooding client slows itself and nobody else. */
-static void take_stanza_token(struct c2s *c)
+static void take_stanza_token(struct pl_c2s *c)
 {
 	if (conf.max_stanzas_per_second <= 0)
 		return;
@@ -1067,7 +1089,7 @@ static void take_stanza_token(struct c2s *c)
 	c->stanza_tokens -= 1.0;
 }
 
-static void handle_stanza(struct c2s *c, struct pl_xnode *stanza)
+static void handle_stanza(struct pl_c2s *c, struct pl_xnode *stanza)
 {
 	take_stanza_token(c);
 	if (!stanza->ns || strcmp(stanza->ns, PL_NS_CLIENT) != 0 ||
@@ -1110,7 +1132,7 @@ static void handle_stanza(struct c2s *c, struct pl_xnode *stanza)
 	}
 }
 
-static void sm_failed(struct c2s *c, const char *condition)
+static void sm_failed(struct pl_c2s *c, const char *condition)
 {
 	char failed[160];
 	snprintf(failed, sizeof(failed),
@@ -1118,7 +1140,7 @@ static void sm_failed(struct c2s *c, const char *condition)
 	write_text(c, failed);
 }
 
-static void handle_enable(struct c2s *c, struct pl_xnode *enable)
+static void handle_enable(struct pl_c2s *c, struct pl_xnode *enable)
 {
 	if (c->sm_enabled) {
 		sm_failed(c, "unexpected-request");
@@ -1154,12 +1176,12 @@ static void handle_enable(struct c2s *c, struct pl_xnode *enable)
  * lost (or is about to be found lost). The new stream object inherits the
  * session, its counters and its unacknowledged stanzas; the old one goes
  * away silently, since for contacts nothing happened. */
-static void handle_resume(struct c2s *c, struct pl_xnode *resume)
+static void handle_resume(struct pl_c2s *c, struct pl_xnode *resume)
 {
 	const char *previd = pl_xnode_attr(resume, "previd");
 	const char *h_text = pl_xnode_attr(resume, "h");
-	struct c2s *old = NULL;
-	for (struct c2s *s = streams; previd && s; s = s->next)
+	struct pl_c2s *old = NULL;
+	for (struct pl_c2s *s = streams; previd && s; s = s->next)
 		if (s != c && s->sm_resumable && s->bound && s->state == BOUND &&
 		    strcmp(s->sm_id, previd) == 0)
 			old = s;
@@ -1168,7 +1190,7 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 	if (!old || !end || *end || strcmp(old->username, c->username) != 0 ||
 	    old->host != c->host) {
 		pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: resumption of '%s' refused: %s",
-			       pl_conn_peer_address(c->conn), previd ? previd : "",
+			       peer_address(c), previd ? previd : "",
 			       old ? "another account's session or a bad h" : "no such session");
 		sm_failed(c, "item-not-found");
 		pl_counter_add(pl_counter("sm-resume-failed"), 1);
@@ -1179,10 +1201,11 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 		sm_failed(c, "unexpected-request");
 		return;
 	}
-	if (old->conn) {
-		/* The old connection is still open (the client saw it die first). */
-		pl_conn_free(old->conn);
-		old->conn = NULL;
+	if (old->t) {
+		/* The old connection is still open (the client saw it die first);
+		 * it may be another kind of transport than this one. */
+		old->ops->drop(old->t);
+		old->t = NULL;
 	}
 	struct pl_session moved = old->session;
 	pl_router_unbind(&old->session);
@@ -1230,7 +1253,7 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 		 pl_ack_durable(c->tracker), c->sm_id);
 	write_text(c, resumed);
 	for (struct unacked *u = c->unacked; u; u = u->next)
-		pl_conn_write(c->conn, u->data, u->len);
+		emit(c, u->data, u->len);
 	if (c->unacked) {
 		write_text(c, "<r xmlns='" NS_SM "'/>");
 		c->sm_ack_requested = true;
@@ -1241,11 +1264,11 @@ static void handle_resume(struct c2s *c, struct pl_xnode *resume)
 	/* Messages that arrived while it was away are in the offline queue. */
 	pl_hooks_fire("session/resumed", &c->session);
 	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: resumed %s, %zu stanzas resent",
-		       pl_conn_peer_address(c->conn), c->session.full_jid, c->unacked_count);
+		       peer_address(c), c->session.full_jid, c->unacked_count);
 }
 
 /* <r/>, <a/> and <enable/> of a bound stream. */
-static void handle_sm(struct c2s *c, struct pl_xnode *element)
+static void handle_sm(struct pl_c2s *c, struct pl_xnode *element)
 {
 	if (strcmp(element->name, "enable") == 0) {
 		handle_enable(c, element);
@@ -1270,7 +1293,7 @@ static void handle_sm(struct c2s *c, struct pl_xnode *element)
 
 /* IQs a module answers before authentication (in-band registration).
  * Returns false when nobody takes it. */
-static bool handle_unauthenticated_iq(struct c2s *c, struct pl_xnode *element)
+static bool handle_unauthenticated_iq(struct pl_c2s *c, struct pl_xnode *element)
 {
 	struct pl_xnode *payload = strcmp(element->name, "iq") == 0
 					   ? pl_xnode_first_element(element)
@@ -1283,8 +1306,8 @@ static bool handle_unauthenticated_iq(struct c2s *c, struct pl_xnode *element)
 		/* The client has no address yet: answers go by connection. */
 		pl_xnode_set_attr(element, "from", NULL);
 		struct pl_unauthenticated_iq data = { element, c->host->name,
-						      pl_conn_peer_address(c->conn), c->number,
-						      pl_conn_is_tls(c->conn) };
+						      peer_address(c), c->number,
+						      is_secure(c) };
 		int result = pl_hooks_fire(event, &data);
 		if (PL_HOOK_IS_ERROR(result)) {
 			enum pl_stanza_error condition = PL_HOOK_ERROR_CONDITION(result);
@@ -1298,7 +1321,7 @@ static bool handle_unauthenticated_iq(struct c2s *c, struct pl_xnode *element)
 
 bool pl_c2s_reply(uint64_t connection, const struct pl_xnode *stanza)
 {
-	for (struct c2s *c = streams; c; c = c->next) {
+	for (struct pl_c2s *c = streams; c; c = c->next) {
 		if (c->number == connection && c->state != CLOSING) {
 			write_node(c, stanza);
 			return true;
@@ -1309,24 +1332,23 @@ bool pl_c2s_reply(uint64_t connection, const struct pl_xnode *stanza)
 
 static void on_element(void *userdata, struct pl_xnode *element)
 {
-	struct c2s *c = userdata;
+	struct pl_c2s *c = userdata;
 	const char *ns = element->ns ? element->ns : "";
 	if (c->state == CLOSING) {
 		pl_xnode_unref(&element);
 		return;
 	}
-	if (!pl_conn_is_tls(c->conn) && strcmp(ns, NS_TLS) == 0 &&
+	if (c->ops->start_tls && !is_secure(c) && strcmp(ns, NS_TLS) == 0 &&
 	    strcmp(element->name, "starttls") == 0 && !c->authenticated) {
 		write_text(c, "<proceed xmlns='" NS_TLS "'/>");
-		c->start_tls = true;
-		c->restart = true;
-		pl_xml_stream_pause(c->parser);
+		c->state = WAIT_HEADER;
+		c->ops->start_tls(c->t);
 	} else if (!c->authenticated) {
-		bool plaintext_ok = !conf.require_tls || pl_conn_is_tls(c->conn) ||
-				    (conf.allow_plaintext_loopback &&
-				     pl_conn_peer_is_loopback(c->conn));
+		bool plaintext_ok = is_secure(c) || c->ops->plaintext_ok(c->t);
 		if (!plaintext_ok)
-			stream_error(c, "policy-violation", "STARTTLS is required first");
+			stream_error(c, "policy-violation",
+				     c->ops->start_tls ? "STARTTLS is required first"
+						       : "authentication needs TLS here");
 		else if (strcmp(ns, NS_SASL) == 0 && strcmp(element->name, "auth") == 0)
 			handle_auth(c, element);
 		else if (strcmp(ns, NS_SASL) == 0 && strcmp(element->name, "response") == 0 && c->sasl)
@@ -1371,13 +1393,12 @@ static void on_element(void *userdata, struct pl_xnode *element)
 
 static void on_close(void *userdata)
 {
-	struct c2s *c = userdata;
+	struct pl_c2s *c = userdata;
 	if (c->state == CLOSING)
 		return;
 	end_session(c);
-	write_text(c, "</stream:stream>");
 	c->state = CLOSING;
-	pl_conn_close_after_flush(c->conn);
+	c->ops->close(c->t);
 }
 
 static void on_xml_error(void *userdata, enum pl_xml_error error, const char *detail)
@@ -1385,57 +1406,98 @@ static void on_xml_error(void *userdata, enum pl_xml_error error, const char *de
 	stream_error(userdata, pl_xml_error_condition(error), detail);
 }
 
-static const struct pl_xml_stream_callbacks xml_callbacks = { on_open, on_element, on_close,
+const struct pl_xml_stream_callbacks pl_c2s_xml_callbacks = { on_open, on_element, on_close,
 							      on_xml_error };
 
-/* ---- connection events ------------------------------------------------------- */
+/* ---- what transports call (c2s_transport.h) ---------------------------------- */
 
-static size_t on_data(struct pl_conn *conn, const char *data, size_t len, void *userdata)
+void pl_c2s_stream_open(struct pl_c2s *c, const char *name, const char *ns,
+			const char *content_ns, const char *const *attributes)
 {
-	struct c2s *c = userdata;
+	on_open(c, name, ns, content_ns, attributes);
+}
+
+void pl_c2s_stream_element(struct pl_c2s *c, struct pl_xnode *element)
+{
+	on_element(c, element);
+}
+
+void pl_c2s_stream_close(struct pl_c2s *c)
+{
+	on_close(c);
+}
+
+void pl_c2s_stream_error(struct pl_c2s *c, const char *condition, const char *text)
+{
+	stream_error(c, condition, text);
+}
+
+/* The session writes elements with a plain start tag, which is all this
+ * looks at. */
+void pl_c2s_standalone_element(struct pl_buf *out, const char *data, size_t len)
+{
+	size_t name_end = 1;
+	while (name_end < len && !strchr(" \t\r\n/>", data[name_end]))
+		name_end++;
+	size_t tag_end = name_end;
+	char quote = 0;
+	for (; tag_end < len; tag_end++) {
+		char ch = data[tag_end];
+		if (quote) {
+			if (ch == quote)
+				quote = 0;
+		} else if (ch == '\'' || ch == '"') {
+			quote = ch;
+		} else if (ch == '>') {
+			break;
+		}
+	}
+	bool prefixed = name_end > 8 && strncmp(data + 1, "stream:", 7) == 0;
+	bool has_xmlns = memmem(data, tag_end, " xmlns=", 7) != NULL;
+	pl_buf_append(out, data, name_end);
+	if (prefixed)
+		pl_buf_puts(out, " xmlns:stream='" PL_NS_STREAMS "'");
+	else if (!has_xmlns)
+		pl_buf_puts(out, " xmlns='" PL_NS_CLIENT "'");
+	pl_buf_append(out, data + name_end, len - name_end);
+}
+
+const struct pl_xml_limits *pl_c2s_limits(void)
+{
+	return &limits;
+}
+
+bool pl_c2s_input_begin(struct pl_c2s *c)
+{
 	if (c->state == CLOSING)
-		return len;
+		return false;
 	c->last_heard_ms = pl_now_ms();
 	c->pinged_ms = 0;
-	ssize_t used = pl_xml_stream_feed(c->parser, data, len);
-	if (used < 0)
-		return len;
-	if (c->restart) {
-		c->restart = false;
-		pl_xml_stream_reset(c->parser);
-		c->state = WAIT_HEADER;
-		if (c->start_tls) {
-			c->start_tls = false;
-			pl_conn_start_tls(c->conn);
-			/* Bytes after <starttls/> in the same packet are not XML of
-			 * the new stream: RFC 6120 5.4.3.3 forbids them. */
-			return len;
-		}
-		if (c->authenticated)
-			pl_conn_set_idle_timeout(c->conn, 0);
-		return (size_t)used;
+	return true;
+}
+
+void pl_c2s_input_end(struct pl_c2s *c)
+{
+	if (c->state != BOUND || c->stanza_tokens >= 0 || !c->t)
+		return;
+	int64_t wait_ms = (int64_t)(-c->stanza_tokens * 1000.0 /
+				    (double)conf.max_stanzas_per_second) + 1;
+	int64_t now = pl_now_ms();
+	if (now - c->throttle_logged_ms >= 60000) {
+		c->throttle_logged_ms = now;
+		pl_log_session(PL_LOG_INFO, "c2s", c->log_id,
+			       "%s: %s sends more than %lld stanzas/s; reading paused "
+			       "(logged once a minute)",
+			       peer_address(c), c->session.full_jid,
+			       (long long)conf.max_stanzas_per_second);
 	}
-	if (c->state == BOUND && c->stanza_tokens < 0) {
-		int64_t wait_ms = (int64_t)(-c->stanza_tokens * 1000.0 /
-					    (double)conf.max_stanzas_per_second) + 1;
-		int64_t now = pl_now_ms();
-		if (now - c->throttle_logged_ms >= 60000) {
-			c->throttle_logged_ms = now;
-			pl_log_session(PL_LOG_INFO, "c2s", c->log_id,
-				       "%s: %s sends more than %lld stanzas/s; reading paused "
-				       "(logged once a minute)",
-				       pl_conn_peer_address(c->conn), c->session.full_jid,
-				       (long long)conf.max_stanzas_per_second);
-		}
-		pl_conn_pause_reading(c->conn, wait_ms);
-	}
-	return len;
+	c->ops->pause_reading(c->t, wait_ms);
 }
 
 static void on_hibernation_over(evutil_socket_t fd, short what, void *arg)
 {
-	struct c2s *c = arg;
-	if (c->conn) {
+	struct pl_c2s *c = arg;
+	if (c->t) {
 		stream_error(c, "resource-constraint", "too many unacknowledged stanzas");
 		return;
 	}
@@ -1447,29 +1509,187 @@ static void on_hibernation_over(evutil_socket_t fd, short what, void *arg)
 	free_stream(c);
 }
 
-static void on_conn_close(struct pl_conn *conn, enum pl_conn_close_reason reason, void *userdata)
+void pl_c2s_transport_gone(struct pl_c2s *c, bool timed_out)
 {
-	struct c2s *c = userdata;
-	if (reason == PL_CONN_TIMEOUT)
+	if (timed_out)
 		pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: negotiation timed out",
-			       pl_conn_peer_address(conn));
+			       peer_address(c));
 	if (c->sm_resumable && c->bound && c->state == BOUND) {
 		/* XEP-0198 5: the connection broke, the session waits for the
 		 * client to come back; stanzas for it are kept meanwhile. */
-		c->conn = NULL;
+		pl_log_session(PL_LOG_INFO, "c2s", c->log_id,
+			       "%s: connection lost; %s waits %lld s to be resumed",
+			       peer_address(c), c->session.full_jid,
+			       (long long)(c->sm_max_ms / 1000));
+		c->t = NULL;
 		c->session.suspended = true;
 		c->sm_ack_requested = c->sm_ack_wanted = false;
 		c->hibernation = evtimer_new(loop, on_hibernation_over, c);
 		struct timeval tv = { c->sm_max_ms / 1000, (c->sm_max_ms % 1000) * 1000 };
 		evtimer_add(c->hibernation, &tv);
-		pl_log_session(PL_LOG_INFO, "c2s", c->log_id,
-			       "%s: connection lost; %s waits %lld s to be resumed",
-			       pl_conn_peer_address(conn), c->session.full_jid,
-			       (long long)(c->sm_max_ms / 1000));
 		return;
 	}
+	c->t = NULL;
 	end_session(c);
 	free_stream(c);
+}
+
+struct pl_c2s *pl_c2s_new(const struct pl_c2s_transport *ops, void *t)
+{
+	struct pl_c2s *c = pl_calloc(1, sizeof(*c));
+	c->ops = ops;
+	c->t = t;
+	static uint64_t connection_counter;
+	snprintf(c->stream_id, sizeof(c->stream_id), "new");
+	c->number = ++connection_counter;
+	snprintf(c->log_id, sizeof(c->log_id), "%llu", (unsigned long long)c->number);
+	c->last_heard_ms = pl_now_ms();
+	ops->set_idle_timeout(t, conf.negotiation_timeout_ms);
+	c->next = streams;
+	if (streams)
+		streams->prev = c;
+	streams = c;
+	pl_log_session(PL_LOG_DEBUG, "c2s", c->log_id, "%s: new %s connection",
+		       ops->peer_address(t), ops->name);
+	return c;
+}
+
+/* ---- the TCP transport: RFC 6120 streams, STARTTLS and direct TLS ----------- */
+
+struct tcp {
+	struct pl_conn *conn;           /* owned by the conn layer; gone after on_close */
+	struct pl_xml_stream *parser;   /* owned */
+	struct pl_c2s *c;
+	bool restart;                   /* after <proceed/> or <success/> */
+	bool start_tls;
+};
+
+static void tcp_open(void *t, const char *stream_id, const char *from)
+{
+	struct tcp *tcp = t;
+	struct pl_buf out = { 0 };
+	pl_buf_printf(&out, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+			    "xmlns:stream='http://etherx.jabber.org/streams' id='%s' ",
+		      stream_id);
+	if (from)
+		pl_buf_printf(&out, "from='%s' ", from);
+	pl_buf_puts(&out, "version='1.0' xml:lang='en'>");
+	pl_conn_write(tcp->conn, out.data, out.len);
+	pl_buf_free(&out);
+}
+
+static void tcp_element(void *t, const char *data, size_t len)
+{
+	struct tcp *tcp = t;
+	pl_conn_write(tcp->conn, data, len);
+}
+
+static void tcp_close(void *t)
+{
+	struct tcp *tcp = t;
+	pl_conn_write(tcp->conn, "</stream:stream>", 16);
+	pl_conn_close_after_flush(tcp->conn);
+}
+
+static void tcp_drop(void *t)
+{
+	struct tcp *tcp = t;
+	pl_conn_free(tcp->conn);
+	pl_xml_stream_free(tcp->parser);
+	free(tcp);
+}
+
+static void tcp_restart(void *t)
+{
+	struct tcp *tcp = t;
+	tcp->restart = true;
+	pl_xml_stream_pause(tcp->parser);
+}
+
+static void tcp_start_tls(void *t)
+{
+	struct tcp *tcp = t;
+	tcp->start_tls = true;
+	tcp_restart(t);
+}
+
+static const char *tcp_peer_address(void *t)
+{
+	return pl_conn_peer_address(((struct tcp *)t)->conn);
+}
+
+static bool tcp_is_secure(void *t)
+{
+	return pl_conn_is_tls(((struct tcp *)t)->conn);
+}
+
+static bool tcp_plaintext_ok(void *t)
+{
+	return !conf.require_tls ||
+	       (conf.allow_plaintext_loopback && pl_conn_peer_is_loopback(((struct tcp *)t)->conn));
+}
+
+static SSL *tcp_ssl(void *t)
+{
+	return pl_conn_ssl(((struct tcp *)t)->conn);
+}
+
+static void tcp_pause_reading(void *t, int64_t ms)
+{
+	pl_conn_pause_reading(((struct tcp *)t)->conn, ms);
+}
+
+static void tcp_set_idle_timeout(void *t, int64_t ms)
+{
+	pl_conn_set_idle_timeout(((struct tcp *)t)->conn, ms);
+}
+
+static size_t tcp_idle(void *t)
+{
+	struct tcp *tcp = t;
+	size_t before = pl_xml_stream_memory(tcp->parser);
+	if (!pl_xml_stream_hibernate(tcp->parser))
+		return 0;
+	return before - pl_xml_stream_memory(tcp->parser);
+}
+
+static const struct pl_c2s_transport tcp_transport = {
+	"tcp", tcp_open, tcp_element, tcp_close, tcp_drop, tcp_restart, tcp_start_tls,
+	tcp_peer_address, tcp_is_secure, tcp_plaintext_ok, tcp_ssl, tcp_pause_reading,
+	tcp_set_idle_timeout, tcp_idle,
+};
+
+static size_t on_data(struct pl_conn *conn, const char *data, size_t len, void *userdata)
+{
+	struct tcp *tcp = userdata;
+	struct pl_c2s *c = tcp->c;
+	if (!pl_c2s_input_begin(c))
+		return len;
+	ssize_t used = pl_xml_stream_feed(tcp->parser, data, len);
+	if (used < 0)
+		return len;
+	if (tcp->restart) {
+		tcp->restart = false;
+		pl_xml_stream_reset(tcp->parser);
+		if (tcp->start_tls) {
+			tcp->start_tls = false;
+			pl_conn_start_tls(tcp->conn);
+			/* Bytes after <starttls/> in the same packet are not XML of
+			 * the new stream: RFC 6120 5.4.3.3 forbids them. */
+			return len;
+		}
+		return (size_t)used;
+	}
+	pl_c2s_input_end(c);
+	return len;
+}
+
+static void on_conn_close(struct pl_conn *conn, enum pl_conn_close_reason reason, void *userdata)
+{
+	struct tcp *tcp = userdata;
+	pl_c2s_transport_gone(tcp->c, reason == PL_CONN_TIMEOUT);
+	pl_xml_stream_free(tcp->parser);
+	free(tcp);
 }
 
 static const struct pl_conn_callbacks conn_callbacks = { on_data, on_conn_close };
@@ -1477,27 +1697,24 @@ static const struct pl_conn_callbacks conn_callbacks = { on_data, on_conn_close 
 static void accept_connection(int fd, const struct sockaddr *peer, socklen_t peer_len,
 			      enum pl_tls_alpn alpn)
 {
-	struct c2s *c = pl_calloc(1, sizeof(*c));
-	c->conn = pl_conn_new(loop, fd, peer, peer_len, alpn, &conn_callbacks, c);
-	if (!c->conn) {
-		free(c);
+	struct tcp *tcp = pl_calloc(1, sizeof(*tcp));
+	tcp->conn = pl_conn_new(loop, fd, peer, peer_len, alpn, &conn_callbacks, tcp);
+	if (!tcp->conn) {
+		free(tcp);
 		return;
 	}
-	c->parser = pl_xml_stream_new(&limits, &xml_callbacks, c);
-	static uint64_t connection_counter;
-	snprintf(c->stream_id, sizeof(c->stream_id), "new");
-	c->number = ++connection_counter;
-	snprintf(c->log_id, sizeof(c->log_id), "%llu", (unsigned long long)c->number);
-	pl_conn_set_idle_timeout(c->conn, conf.negotiation_timeout_ms);
+	tcp->c = pl_c2s_new(&tcp_transport, tcp);
+	tcp->parser = pl_xml_stream_new(&limits, &pl_c2s_xml_callbacks, tcp->c);
+	pl_c2s_limit_reading(tcp->conn);
+}
+
+void pl_c2s_limit_reading(struct pl_conn *conn)
+{
 	/* A flooding client is slowed at the socket: its bytes wait in the
 	 * kernel, not in our memory, and the loop serves everyone else. */
 	if (conf.max_bytes_per_second)
-		pl_conn_set_read_limit(c->conn, conf.max_bytes_per_second,
+		pl_conn_set_read_limit(conn, conf.max_bytes_per_second,
 				       2 * conf.max_bytes_per_second);
-	c->next = streams;
-	if (streams)
-		streams->prev = c;
-	streams = c;
 }
 
 static void on_accept_plain(int fd, const struct sockaddr *peer, socklen_t len, void *arg)
@@ -1517,10 +1734,10 @@ static void on_accept_tls(int fd, const struct sockaddr *peer, socklen_t len, vo
 static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 {
 	int64_t now = pl_now_ms();
-	struct c2s *next;
-	for (struct c2s *c = streams; c; c = next) {
+	struct pl_c2s *next;
+	for (struct pl_c2s *c = streams; c; c = next) {
 		next = c->next;
-		if (c->state != BOUND || !c->conn)
+		if (c->state != BOUND || !c->t)
 			continue;
 		if (c->pinged_ms && now - c->pinged_ms >= conf.ping_timeout_ms) {
 			stream_error(c, "connection-timeout", "no answer to a ping");
@@ -1541,7 +1758,7 @@ static int on_user_deleted(struct pl_event *event, void *userdata)
 {
 	const char *bare = event->data;
 	size_t at = strcspn(bare, "@");
-	for (struct c2s *c = streams; c; c = c->next) {
+	for (struct pl_c2s *c = streams; c; c = c->next) {
 		if (!c->authenticated || !c->username || !c->host || c->state == CLOSING)
 			continue;
 		if (strlen(c->username) == at && strncmp(c->username, bare, at) == 0 &&
@@ -1555,12 +1772,11 @@ static void on_parser_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	int64_t now = pl_now_ms();
 	size_t freed = 0;
-	for (struct c2s *c = streams; c; c = c->next) {
-		if (!c->conn || c->state == CLOSING || now - c->last_heard_ms < PARSER_IDLE_MS)
+	for (struct pl_c2s *c = streams; c; c = c->next) {
+		if (!c->t || c->state == CLOSING || now - c->last_heard_ms < PARSER_IDLE_MS ||
+		    !c->ops->idle)
 			continue;
-		size_t before = pl_xml_stream_memory(c->parser);
-		if (pl_xml_stream_hibernate(c->parser))
-			freed += before - pl_xml_stream_memory(c->parser);
+		freed += c->ops->idle(c->t);
 	}
 	/* Freed parsers sit between live blocks, where the allocator keeps
 	 * them; after a wave of logins, give the pages back. */
@@ -1608,8 +1824,8 @@ bool pl_c2s_begin_shutdown(void)
 	pl_listener_close(plain_listener);
 	pl_listener_close(tls_listener);
 	plain_listener = tls_listener = NULL;
-	struct c2s *next;
-	for (struct c2s *c = streams; c; c = next) {
+	struct pl_c2s *next;
+	for (struct pl_c2s *c = streams; c; c = next) {
 		next = c->next;
 		stream_error(c, "system-shutdown", "the server is shutting down");
 	}
@@ -1625,11 +1841,12 @@ void pl_c2s_stop(void)
 {
 	pl_c2s_begin_shutdown();
 	while (streams) {
-		struct c2s *c = streams;
+		struct pl_c2s *c = streams;
 		unlink_stream(c);
 		/* Clients that did not read their <system-shutdown/> in time. */
-		if (c->conn)
-			pl_conn_free(c->conn);
+		if (c->t)
+			c->ops->drop(c->t);
+		c->t = NULL;
 		free_stream(c);
 	}
 	if (keepalive_timer) {

@@ -7,7 +7,10 @@
 #include "autoconfig.h" /* PACKAGE_VERSION */
 #include "config.h"
 #include "accounts.h"
+#include "bosh.h"
 #include "c2s.h"
+#include "http.h"
+#include "websocket.h"
 #include "counters.h"
 #include "router.h"
 #include "ctl/ctl.h"
@@ -129,7 +132,9 @@ static void shut_down(struct event **signals, size_t signal_count)
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	pl_ctl_server_stop();
+	pl_bosh_stop();
 	pl_c2s_stop();
+	pl_http_stop();
 	pl_accounts_shutdown();
 	/* The store before the modules: writes still in flight end with a
 	 * completion (and hooks) that may run module code. A module's unload
@@ -268,7 +273,10 @@ int main(int argc, char **argv)
 	pl_router_init();
 	if (pl_server_load_hosts(pl_server.config, &error) != 0 ||
 	    pl_modules_load_all(pl_server.config, module_dir(), &error) != 0 ||
-	    pl_c2s_start(pl_server.base, pl_server.config, &error) != 0) {
+	    pl_c2s_start(pl_server.base, pl_server.config, &error) != 0 ||
+	    pl_websocket_start(pl_server.config, &error) != 0 ||
+	    pl_bosh_start(pl_server.base, pl_server.config, &error) != 0 ||
+	    pl_http_start(pl_server.base, pl_server.config, &error) != 0) {
 		pl_log(PL_LOG_ERROR, "core", "%s", error);
 		goto out;
 	}

@@ -7,6 +7,7 @@
  * the core detaches everything the module attached through the API. */
 #include "module.h"
 #include "hooks.h"
+#include "http.h"
 #include "log.h"
 #include "server.h"
 #include "util.h"
@@ -187,6 +188,7 @@ static int load_one(const char *name, const struct pl_config *config, const char
 				 name, reason ? reason : strerror(rc < 0 ? -rc : rc));
 			free(reason);
 			pl_hooks_remove_module(m);
+			pl_http_unroute_module(m);
 			rc = rc < 0 ? rc : -EINVAL;
 			goto fail;
 		}
@@ -261,6 +263,7 @@ void pl_modules_unload_all(void)
 		if (m->loaded && m->def->unload)
 			m->def->unload(m);
 		pl_hooks_remove_module(m);
+		pl_http_unroute_module(m);
 		pl_log(PL_LOG_DEBUG, "modules", "unloaded %s", m->name);
 		free_module(m);
 	}

@@ -155,9 +155,15 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	}
 }
 
+/* Input an owner has not consumed yet (an HTTP connection waiting for
+ * the answer to its last request while the client sends more) stays in
+ * the kernel beyond this, not in our memory. */
+#define MAX_BUFFERED_INPUT (1024 * 1024)
+
 static void install_callbacks(struct pl_conn *conn)
 {
 	bufferevent_setcb(conn->bev, on_read, on_write, on_event, conn);
+	bufferevent_setwatermark(conn->bev, EV_READ, 0, MAX_BUFFERED_INPUT);
 	set_timeouts(conn);
 	if (conn->bucket)
 		bufferevent_set_rate_limit(conn->bev, conn->bucket);
@@ -352,4 +358,19 @@ const char *pl_conn_peer_address(const struct pl_conn *conn)
 bool pl_conn_peer_is_loopback(const struct pl_conn *conn)
 {
 	return conn->loopback;
+}
+
+void pl_conn_set_callbacks(struct pl_conn *conn, const struct pl_conn_callbacks *callbacks,
+			   void *userdata)
+{
+	conn->callbacks = callbacks;
+	conn->userdata = userdata;
+}
+
+void pl_conn_kick_input(struct pl_conn *conn)
+{
+	if (conn->closing || conn->read_paused)
+		return;
+	if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
+		bufferevent_trigger(conn->bev, EV_READ, BEV_TRIG_DEFER_CALLBACKS);
 }

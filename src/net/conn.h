@@ -60,6 +60,14 @@ int pl_conn_set_read_limit(struct pl_conn *conn, size_t bytes_per_second, size_t
  * already read stays buffered until then); a later call restarts the
  * wait. For limits counted above the byte level, e.g. stanzas/s. */
 void pl_conn_pause_reading(struct pl_conn *conn, int64_t milliseconds);
+/* Hands the connection to another owner (an HTTP connection upgraded to
+ * WebSocket). From inside on_data the new on_data gets the bytes after
+ * those the old one consumed. */
+void pl_conn_set_callbacks(struct pl_conn *conn, const struct pl_conn_callbacks *callbacks,
+			   void *userdata);
+/* Delivers input that is still buffered (an owner that consumed nothing
+ * earlier, waiting for something, is ready now). */
+void pl_conn_kick_input(struct pl_conn *conn);
 /* "203.0.113.5" / "::1", for logs and per-address limits. */
 const char *pl_conn_peer_address(const struct pl_conn *conn);
 bool pl_conn_peer_is_loopback(const struct pl_conn *conn);

@@ -25,7 +25,7 @@ static size_t context_count;
 /* Which ALPN protocol a new SSL expects, stored per SSL. */
 static int alpn_index = -1;
 
-static const char *const alpn_names[] = { NULL, "xmpp-client", "xmpp-server" };
+static const char *const alpn_names[] = { NULL, "xmpp-client", "xmpp-server", "http/1.1" };
 
 static void ssl_error_text(char *buf, size_t len)
 {

@@ -1,6 +1,7 @@
 /* Server-side TLS: one SSL_CTX per virtual host (its certificate), chosen
  * by SNI, TLS 1.2 minimum with forward-secret AEAD ciphers only, ALPN for
- * direct TLS (XEP-0368: "xmpp-client", "xmpp-server"), and
+ * direct TLS (XEP-0368: "xmpp-client", "xmpp-server") and HTTPS
+ * ("http/1.1"), and
  * SSL_MODE_RELEASE_BUFFERS so an idle TLS session keeps no 34 KiB of
  * buffers. Also the channel-binding data SCRAM-PLUS needs. Network thread
  * only. */
@@ -21,6 +22,7 @@ enum pl_tls_alpn {
 	PL_TLS_ALPN_NONE,        /* STARTTLS: no ALPN expected */
 	PL_TLS_ALPN_XMPP_CLIENT, /* direct TLS on the c2s port */
 	PL_TLS_ALPN_XMPP_SERVER, /* direct TLS on the s2s port */
+	PL_TLS_ALPN_HTTP,        /* HTTPS (BOSH, WebSocket): "http/1.1" */
 };
 
 /* A new server-side SSL for an accepted connection, starting on the first

@@ -1,0 +1,373 @@
+/* XMPP over BOSH (XEP-0124, XEP-0206) with raw HTTP: session creation
+ * (sid, wait, hold, requests, ver, xmpp:version, the features), SASL,
+ * the xmpp:restart, bind, messages both ways with a TCP client, a long
+ * poll woken by a message within `wait` and an empty answer when `wait`
+ * is over, requests taken in rid order whatever order they arrive in, a
+ * repeated rid answered again without being processed twice, a lost
+ * answer recovered by repeating its rid, a request whose connection
+ * dropped, pause, terminate, and the binding errors (bad body, unknown
+ * sid, rid out of the window) — while a TCP bystander is served; and a
+ * stream-managed BOSH session resumed over WebSocket after inactivity. */
+#include "harness.h"
+#include "http_client.h"
+#include "raw_client.h"
+#include "ws_client.h"
+#include "../tap.h"
+
+#include <openssl/evp.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BODY "<body xmlns='http://jabber.org/protocol/httpbind' "
+
+static int http_port;
+
+static struct http_client *post(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *body = NULL;
+	int n = vasprintf(&body, fmt, ap);
+	va_end(ap);
+	struct http_client *h = http_client_connect(http_port, false);
+	if (h)
+		http_client_sendf(h, "POST /http-bind HTTP/1.1\r\nHost: localhost\r\n"
+				     "Content-Type: text/xml; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s",
+				  n, body);
+	free(body);
+	return h;
+}
+
+/* The answer's body (caller frees), or NULL; frees the connection. */
+static char *reply(struct http_client *h)
+{
+	if (!h)
+		return NULL;
+	struct http_response r = http_client_read(h, 15000);
+	char *body = r.status == 200 ? strdup(r.body) : NULL;
+	http_response_free(&r);
+	http_client_free(h);
+	return body;
+}
+
+#define roundtrip(...) reply(post(__VA_ARGS__))
+
+/* Waits until the server has processed (and so holds) a request. */
+static bool processed(const struct ph_server *s, const char *sid, unsigned long long rid)
+{
+	char text[160];
+	snprintf(text, sizeof(text), "session %s: rid %llu processed", sid, rid);
+	return ph_wait_log(s, text, 5000);
+}
+
+static char *create(const char *hold, const char *wait, char *sid, size_t sid_len)
+{
+	char *answer = roundtrip(BODY "xmlns:xmpp='urn:xmpp:xbosh' rid='1000' to='localhost' "
+				      "xml:lang='en' wait='%s' hold='%s' ver='1.6' xmpp:version='1.0'/>",
+				 wait, hold);
+	const char *at = answer ? strstr(answer, " sid='") : NULL;
+	sid[0] = 0;
+	if (at)
+		snprintf(sid, sid_len, "%.*s", (int)strcspn(at + 6, "'"), at + 6);
+	return answer;
+}
+
+static bool login(const char *sid, unsigned long long *rid, const char *user, const char *resource)
+{
+	char raw[100], encoded[200];
+	int n = snprintf(raw, sizeof(raw), "%c%s%c%s-secret", 0, user, 0, user);
+	EVP_EncodeBlock((unsigned char *)encoded, (unsigned char *)raw, n);
+	char *a = roundtrip(BODY "rid='%llu' sid='%s'><auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+				 "mechanism='PLAIN'>%s</auth></body>", ++*rid, sid, encoded);
+	bool success = a && strstr(a, "<success");
+	free(a);
+	a = roundtrip(BODY "xmlns:xmpp='urn:xmpp:xbosh' rid='%llu' sid='%s' to='localhost' "
+			   "xmpp:restart='true'/>", ++*rid, sid);
+	bool features = a && strstr(a, "urn:ietf:params:xml:ns:xmpp-bind");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s'><iq xmlns='jabber:client' type='set' id='b'>"
+			   "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>%s</resource></bind>"
+			   "</iq></body>", ++*rid, sid, resource);
+	bool bound = a && strstr(a, "</jid>");
+	free(a);
+	return success && features && bound;
+}
+
+/* Stream management underneath BOSH: a session whose client stops
+ * polling hibernates after bosh-inactivity and is resumed over
+ * WebSocket with the message it never acknowledged. */
+static void resumption(void)
+{
+	struct ph_server s;
+	int saved_port = http_port;
+	http_port = ph_free_port();
+	char extra[300];
+	snprintf(extra, sizeof(extra),
+		 "<http address=\"127.0.0.1\" port=\"%d\" consider-secure=\"true\" bosh-inactivity=\"1s\"/>",
+		 http_port);
+	ph_server_init(&s, extra);
+	if (!ok(ph_server_start(&s, NULL) == 0, "a server with bosh-inactivity 1s starts"))
+		return;
+	ph_add_user(&s, "dave");
+	ph_add_user(&s, "erin");
+	struct raw_client *erin = raw_client_new_session(s.c2s_tls_port, "erin", "erin-secret", "tcp");
+	char sid[64];
+	char *a = create("0", "10", sid, sizeof(sid));
+	has_str(a, "inactivity='1'", "the session announces the configured inactivity");
+	free(a);
+	unsigned long long rid = 1000;
+	ok(login(sid, &rid, "dave", "phone"), "dave logs in over BOSH");
+	a = roundtrip(BODY "rid='%llu' sid='%s'><enable xmlns='urn:xmpp:sm:3' resume='true'/></body>", ++rid, sid);
+	char previd[64] = "";
+	const char *id = a ? strstr(a, " id='") : NULL;
+	if (id)
+		sscanf(id + 5, "%63[^']", previd);
+	ok(previd[0] != 0, "stream management with resumption is enabled over BOSH");
+	free(a);
+	raw_client_send(erin, "<message to='dave@localhost/phone' type='chat'><body>keep this safe</body></message>");
+	raw_client_sync(erin);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "keep this safe", "dave gets a message and does not acknowledge it");
+	free(a);
+	ok(ph_wait_log(&s, "dave@localhost/phone waits", 10000),
+	   "dave stops polling: after bosh-inactivity the session waits to be resumed");
+	int status;
+	struct ws_client *w = ws_client_connect("127.0.0.1", http_port, false, "xmpp", NULL, &status);
+	free(w ? ws_client_open(w, "localhost") : NULL);
+	free(w ? ws_client_auth_plain(w, "dave", "dave-secret") : NULL);
+	free(w ? ws_client_open(w, "localhost") : NULL);
+	if (w)
+		ws_client_send(w, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>", previd);
+	char *resumed = w ? ws_client_wait(w, "<resumed", 5000) : NULL;
+	has_str(resumed, "<resumed", "the BOSH session is resumed over WebSocket");
+	free(resumed);
+	char *m = w ? ws_client_wait(w, "keep this safe", 5000) : NULL;
+	ok(m != NULL, "and the unacknowledged message is sent again");
+	free(m);
+	ws_client_free(w);
+	raw_client_free(erin);
+	is_int(ph_server_stop(&s), 0, "that server stops cleanly");
+	ph_server_cleanup(&s);
+	http_port = saved_port;
+}
+
+int main(void)
+{
+	struct ph_server s;
+	http_port = ph_free_port();
+	char extra[300];
+	snprintf(extra, sizeof(extra),
+		 "<http address=\"127.0.0.1\" port=\"%d\" consider-secure=\"true\"/>", http_port);
+	ph_server_init(&s, extra);
+	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts with BOSH on its HTTP listener"))
+		return done_testing();
+	ph_add_user(&s, "alice");
+	ph_add_user(&s, "bob");
+	ph_add_user(&s, "carol");
+	struct raw_client *alice = raw_client_new_session(s.c2s_tls_port, "alice", "alice-secret", "tcp");
+	if (!ok(alice != NULL, "alice is online over TCP"))
+		return done_testing();
+
+	char *a = roundtrip("<body rid='1'/>");
+	has_str(a, "type='terminate' condition='bad-request'", "a body outside the httpbind namespace: bad-request");
+	free(a);
+	a = roundtrip(BODY "rid='1' sid='nosuchsession'/>");
+	has_str(a, "type='terminate' condition='item-not-found'", "an unknown sid: item-not-found");
+	free(a);
+
+	/* A polling session (hold 0): every request is answered at once. */
+	char sid[64];
+	a = create("0", "10", sid, sizeof(sid));
+	ok(sid[0] != 0, "session creation answers with a sid");
+	has_str(a, "wait='10'", "the wait asked for");
+	has_str(a, "hold='0'", "the hold asked for");
+	has_str(a, "requests='1'", "requests = hold + 1");
+	has_str(a, "ver='1.11'", "the BOSH version");
+	has_str(a, "xmpp:version='1.0'", "xmpp:version (XEP-0206)");
+	has_str(a, "from='localhost'", "from the host");
+	has_str(a, "<stream:features", "and the stream features in the same answer");
+	has_str(a, "<mechanism>PLAIN</mechanism>", "PLAIN offered: consider-secure says TLS is in front");
+	free(a);
+	unsigned long long rid = 1000;
+	ok(login(sid, &rid, "bob", "bosh"), "bob authenticates, restarts (xmpp:restart) and binds over BOSH");
+
+	a = roundtrip(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' to='alice@localhost/tcp' "
+			   "type='chat'><body>hello tcp</body></message></body>", ++rid, sid);
+	ok(a != NULL, "a request carrying a message is answered");
+	char *m = raw_client_wait(alice, "hello tcp", 5000);
+	has_str(m, "from='bob@localhost/bosh'", "the message reaches the TCP client from bob's BOSH resource");
+	free(m);
+	char *again = roundtrip(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' to='alice@localhost/tcp' "
+				     "type='chat'><body>hello tcp</body></message></body>", rid, sid);
+	is_str(again, a, "the same rid again gets the same answer");
+	free(a);
+	free(again);
+	raw_client_sync(alice);
+	is_int(raw_client_count(alice, "hello tcp"), 0, "and its payload is not processed twice");
+
+	raw_client_send(alice, "<message to='bob@localhost/bosh' type='chat'><body>hello bosh</body></message>");
+	raw_client_sync(alice);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "<message xmlns='jabber:client'", "the next request carries alice's message, namespaced");
+	has_str(a, "hello bosh", "whole");
+	free(a);
+
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", rid + 10, sid);
+	has_str(a, "condition='item-not-found'", "a rid beyond the window: item-not-found");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", rid + 1, sid);
+	has_str(a, "condition='item-not-found'", "and the session is over");
+	free(a);
+
+	/* Long polling (hold 1). */
+	a = create("1", "10", sid, sizeof(sid));
+	has_str(a, "requests='2'", "a long-polling session: requests 2");
+	free(a);
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "web"), "carol logs in over BOSH");
+	/* rid order: the later request arrives first and waits. */
+	struct http_client *later = post(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' "
+					      "to='alice@localhost/tcp' type='chat'><body>second</body>"
+					      "</message></body>", rid + 2, sid);
+	raw_client_sync(alice);
+	is_int(raw_client_count(alice, "second"), 0, "a request ahead of its turn is not processed yet");
+	a = roundtrip(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' to='alice@localhost/tcp' "
+			   "type='chat'><body>first</body></message></body>", rid + 1, sid);
+	free(a);
+	rid += 2;
+	m = raw_client_wait(alice, "<message", 5000);
+	has_str(m, "first", "once the missing rid comes, the first message goes first (hold 1)");
+	free(m);
+	m = raw_client_wait(alice, "<message", 5000);
+	has_str(m, "second", "then the second");
+	free(m);
+
+	struct http_client *poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	a = reply(later);
+	ok(a != NULL, "a new request releases the one held before it (hold 1)");
+	free(a);
+	/* The poll is held now: its arrival released `later`. */
+	raw_client_send(alice, "<message to='carol@localhost/web' type='chat'><body>wake up</body></message>");
+	a = reply(poll);
+	has_str(a, "wake up", "a held request is answered with a message that arrives within wait");
+	free(a);
+
+	/* A lost answer: the client repeats the rid on a new connection. */
+	poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(&s, sid, rid), "a poll is held");
+	raw_client_send(alice, "<message to='carol@localhost/web' type='chat'><body>do not lose me</body></message>");
+	raw_client_sync(alice);
+	http_client_free(poll); /* the answer is gone with the connection */
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", rid, sid);
+	has_str(a, "do not lose me", "repeating the rid recovers the answer lost with its connection");
+	free(a);
+
+	/* A held request whose connection drops: the next one gets what came. */
+	poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(&s, sid, rid), "another poll is held");
+	http_client_free(poll);
+	raw_client_send(alice, "<message to='carol@localhost/web' type='chat'><body>still here</body></message>");
+	raw_client_sync(alice);
+	/* Whether the server answered it before it saw the connection go or
+	 * not, the client repeating the rid gets the message. */
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", rid, sid);
+	has_str(a, "still here", "a held request dropped by its connection: repeating it gets the message");
+	free(a);
+
+	/* XEP-0124 10: pause. */
+	poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(&s, sid, rid), "a poll is held before the pause");
+	a = roundtrip(BODY "rid='%llu' sid='%s' pause='30'/>", ++rid, sid);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>", "a pause request is answered at once");
+	free(a);
+	a = reply(poll);
+	ok(a != NULL, "and so is the request held before it");
+	free(a);
+	raw_client_send(alice, "<message to='carol@localhost/web' type='chat'><body>during the pause</body></message>");
+	raw_client_sync(alice);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "during the pause", "after the pause the session is there with what came meanwhile");
+	free(a);
+
+	a = roundtrip(BODY "rid='%llu' sid='%s' type='terminate'><presence xmlns='jabber:client' "
+			   "type='unavailable'/></body>", ++rid, sid);
+	has_str(a, "type='terminate'", "terminate is answered with terminate");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "condition='item-not-found'", "the session is gone after terminate");
+	free(a);
+
+	/* wait is over: an empty answer. */
+	a = create("1", "1", sid, sizeof(sid));
+	has_str(a, "maxpause='120'", "sessions offer a pause of up to 120 s");
+	free(a);
+	a = roundtrip(BODY "rid='1001' sid='%s'/>", sid);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>", "an empty answer once wait is over");
+	free(a);
+
+	a = roundtrip(BODY "rid='1002' sid='%s' pause='500'/>", sid);
+	has_str(a, "condition='policy-violation'", "a pause beyond maxpause: policy-violation");
+	free(a);
+
+	struct http_client *h = http_client_connect(http_port, false);
+	if (!ok(h != NULL, "the HTTP listener still answers"))
+		return done_testing();
+	http_client_sendf(h, "OPTIONS /http-bind HTTP/1.1\r\nHost: x\r\nOrigin: https://web.example\r\n"
+			     "Access-Control-Request-Method: POST\r\n\r\n");
+	struct http_response r = http_client_read(h, 5000);
+	is_int(r.status, 204, "CORS preflight for /http-bind");
+	char *methods = http_response_header(&r, "Access-Control-Allow-Methods");
+	is_str(methods, "POST, OPTIONS", "allows POST");
+	free(methods);
+	http_response_free(&r);
+	http_client_free(h);
+
+	/* What an idle logged-in BOSH session costs (a figure for the notes). */
+	enum { USERS = 4, PER = 25 };
+	for (int u = 0; u < USERS; u++) {
+		char name[16];
+		snprintf(name, sizeof(name), "idle%d", u);
+		ph_add_user(&s, name);
+	}
+	long before = ph_rss_kib(s.pid);
+	int bound = 0;
+	for (int i = 0; i < USERS * PER; i++) {
+		char name[16], resource[16];
+		snprintf(name, sizeof(name), "idle%d", i / PER);
+		snprintf(resource, sizeof(resource), "r%d", i);
+		free(create("0", "60", sid, sizeof(sid)));
+		rid = 1000;
+		if (login(sid, &rid, name, resource))
+			bound++;
+	}
+	is_int(bound, USERS * PER, "a hundred BOSH sessions log in");
+	long after = ph_rss_kib(s.pid);
+	diag("parleyd RSS %ld KiB before, %ld KiB with %d idle BOSH sessions (%.1f KiB each)",
+	     before, after, USERS * PER, (double)(after - before) / (USERS * PER));
+
+	ok(raw_client_sync(alice), "the TCP bystander is served throughout");
+	char *status = NULL;
+	const char *status_args[] = { "status", NULL };
+	ph_ctl(&s, status_args, NULL, &status, NULL);
+	has_str(status, "bosh-sessions", "parleyctl status counts BOSH sessions");
+	has_str(status, "http-requests", "and HTTP requests");
+	free(status);
+	raw_client_free(alice);
+	/* Shutting down with a request held: it gets the stream error. */
+	free(create("1", "30", sid, sizeof(sid)));
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "late"), "carol logs in again");
+	struct http_client *held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(&s, sid, rid), "her poll is held");
+	is_int(ph_server_stop(&s), 0, "parleyd stops cleanly");
+	a = reply(held);
+	has_str(a, "condition='remote-stream-error'", "the held request is answered with the stream error");
+	has_str(a, "<system-shutdown", "system-shutdown");
+	free(a);
+	ph_server_cleanup(&s);
+	resumption();
+	return done_testing();
+}
