@@ -155,6 +155,7 @@ struct occupant;
 /* One real session in one room. */
 struct session_ref {
 	char *full_jid;                  /* owned: the user's real JID */
+	struct pl_jid jid;               /* owned: full_jid parsed once (fan-out) */
 	struct occupant *occupant;
 	struct pl_xnode *presence;       /* owned: the last presence it sent the room */
 	struct session_ref *next_of_occupant;
@@ -595,6 +596,7 @@ static void session_ref_free(struct session_ref *s)
 	if (*link)
 		*link = s->next_of_jid;
 	pl_xnode_unref(&s->presence);
+	pl_jid_free(&s->jid);
 	free(s->full_jid);
 	free(s);
 }
@@ -1181,6 +1183,8 @@ static void join(struct service *sv, struct room *r, const struct pl_jid *to,
 	}
 	struct session_ref *s = pl_calloc(1, sizeof(*s));
 	s->full_jid = pl_strdup(from);
+	if (pl_jid_parse(from, &s->jid) != PL_JID_OK)
+		memset(&s->jid, 0, sizeof(s->jid));
 	s->occupant = o;
 	s->presence = stripped_presence(stanza);
 	s->next_of_occupant = o->sessions;
@@ -1311,14 +1315,27 @@ static void handle_presence(struct service *sv, const struct pl_jid *to, struct 
 
 /* ---- messages ------------------------------------------------------------------ */
 
-/* Sends one copy of `message` (from the room or a nick) to every session
- * of every occupant, in room order. */
+/* Sends `message` (from the room or a nick) to every session of every
+ * occupant, in room order. It is serialized once; each recipient costs
+ * its hooks (blocking) and a copy with its own 'to'. */
 static void broadcast_message(struct room *r, struct pl_xnode *message)
 {
-	for (struct occupant *q = r->occupants; q; q = q->next)
-		for (struct session_ref *s = q->sessions; s; s = s->next_of_occupant)
-			send_to(message, s->full_jid);
 	pl_xnode_set_attr(message, "to", NULL);
+	struct pl_buf bytes = { 0 };
+	pl_xnode_serialize(message, PL_NS_CLIENT, &bytes);
+	struct pl_shared_stanza shared = { bytes.data, bytes.len, strlen("<message") };
+	bool shareable = bytes.len > shared.to_at && strncmp(bytes.data, "<message", shared.to_at) == 0;
+	for (struct occupant *q = r->occupants; q; q = q->next) {
+		for (struct session_ref *s = q->sessions; s; s = s->next_of_occupant) {
+			pl_xnode_set_attr(message, "to", s->full_jid);
+			if (s->jid.full)
+				pl_route_parsed(message, NULL, &s->jid, shareable ? &shared : NULL);
+			else
+				pl_route(message, NULL);
+		}
+	}
+	pl_xnode_set_attr(message, "to", NULL);
+	pl_buf_free(&bytes);
 }
 
 /* XEP-0045 status messages (104, 172, 173) from the room itself. */

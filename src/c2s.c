@@ -650,6 +650,33 @@ static void session_deliver(struct pl_session *s, const struct pl_xnode *stanza)
 	send_stanza(c, stanza);
 }
 
+/* Where a shared stanza gets its recipient's 'to': reused, network thread. */
+static struct pl_buf shared_copy;
+
+/* A room's message serialized once: only this recipient's 'to' is new.
+ * The unusual paths (hibernating, CSI holding) take the plain route. */
+static void session_deliver_shared(struct pl_session *s, const struct pl_xnode *stanza,
+				   const struct pl_shared_stanza *shared)
+{
+	struct pl_c2s *c = from_session(s);
+	if (c->state != BOUND)
+		return;
+	if (!c->t || c->csi_inactive) {
+		session_deliver(s, stanza);
+		return;
+	}
+	struct pl_buf *out = &shared_copy;
+	pl_buf_reset(out);
+	pl_buf_append(out, shared->bytes, shared->to_at);
+	pl_buf_puts(out, " to='");
+	pl_xml_escape(out, s->full_jid, strlen(s->full_jid));
+	pl_buf_puts(out, "'");
+	pl_buf_append(out, shared->bytes + shared->to_at, shared->len - shared->to_at);
+	send_stanza_bytes(c, out->data, out->len);
+	if (out->cap > 65536)
+		pl_buf_free(out); /* one big message does not pin its buffer */
+}
+
 static void session_replaced(struct pl_session *s)
 {
 	stream_error(from_session(s), "conflict", "replaced by a new login for this resource");
@@ -997,6 +1024,7 @@ static void handle_bind(struct pl_c2s *c, struct pl_xnode *iq, struct pl_xnode *
 	}
 	c->session.host = c->host->name;
 	c->session.deliver = session_deliver;
+	c->session.deliver_shared = session_deliver_shared;
 	c->session.replaced = session_replaced;
 	pl_router_bind(&c->session);
 	c->bound = true;
@@ -1858,5 +1886,6 @@ void pl_c2s_stop(void)
 		parser_sweep = NULL;
 	}
 	pl_tls_shutdown();
+	pl_buf_free(&shared_copy);
 	pl_options_free(c2s_options, &conf);
 }

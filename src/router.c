@@ -397,6 +397,14 @@ void pl_route(struct pl_xnode *stanza, struct pl_session *origin)
 		pl_route_error(stanza, PL_ERR_JID_MALFORMED, NULL);
 		return;
 	}
+	pl_route_parsed(stanza, origin, &jid, NULL);
+	pl_jid_free(&jid);
+}
+
+void pl_route_parsed(struct pl_xnode *stanza, struct pl_session *origin,
+		     const struct pl_jid *to_jid, const struct pl_shared_stanza *shared)
+{
+	const struct pl_jid jid = *to_jid;
 	bool is_iq = strcmp(stanza->name, "iq") == 0;
 	bool is_message = strcmp(stanza->name, "message") == 0;
 	/* Policy on what a local user sends (blocking, later privacy rules). */
@@ -439,7 +447,10 @@ void pl_route(struct pl_xnode *stanza, struct pl_session *origin)
 	if (jid.resource) {
 		struct pl_session *target = pl_router_find(jid.full);
 		if (target) {
-			deliver(target, stanza);
+			if (shared && target->deliver_shared)
+				target->deliver_shared(target, stanza, shared);
+			else
+				deliver(target, stanza);
 			if (is_message) {
 				struct pl_delivered_event event = { stanza, jid.bare, &target, 1 };
 				pl_hooks_fire("message/delivered", &event);
@@ -464,5 +475,5 @@ void pl_route(struct pl_xnode *stanza, struct pl_session *origin)
 				deliver(s, stanza);
 	}
 out:
-	pl_jid_free(&jid);
+	return;
 }

@@ -20,6 +20,15 @@
 #define PL_NS_CLIENT "jabber:client"
 #define PL_NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
+/* One stanza serialized once for many recipients (a room's fan-out):
+ * `bytes` is its XML without a 'to' attribute; a recipient's copy is
+ * bytes[0, to_at) + " to='JID'" + bytes[to_at, len). */
+struct pl_shared_stanza {
+	const char *bytes;
+	size_t len;
+	size_t to_at;
+};
+
 struct pl_session {
 	char *full_jid;          /* owned; normalised user@host/resource */
 	char *bare_jid;          /* owned */
@@ -39,6 +48,10 @@ struct pl_session {
 	bool suspended;
 	/* Writes the stanza to the client (borrowed: serialize, don't keep). */
 	void (*deliver)(struct pl_session *session, const struct pl_xnode *stanza);
+	/* The same for a stanza serialized once for many recipients (may be
+	 * NULL: deliver is used). */
+	void (*deliver_shared)(struct pl_session *session, const struct pl_xnode *stanza,
+			       const struct pl_shared_stanza *shared);
 	/* Another login took this resource: end this stream with <conflict/>;
 	 * it must call pl_router_unbind. */
 	void (*replaced)(struct pl_session *session);
@@ -171,6 +184,12 @@ void pl_router_set_remote(pl_domain_route_fn *route, void *context);
 /* Routes a stanza whose from/to are set (from a session or the server).
  * Borrows the stanza. */
 void pl_route(struct pl_xnode *stanza, struct pl_session *origin);
+/* pl_route for a destination parsed already (the stanza's 'to' says the
+ * same: hooks read it), with the stanza's shared serialization (may be
+ * NULL) when one stanza goes to many recipients: each then costs no JID
+ * parse and no serialization. */
+void pl_route_parsed(struct pl_xnode *stanza, struct pl_session *origin, const struct pl_jid *to,
+		     const struct pl_shared_stanza *shared);
 /* Bounces `stanza` back to its sender as a stanza error (RFC 6120 8.3);
  * errors are never answered with errors. */
 void pl_route_error(const struct pl_xnode *stanza, enum pl_stanza_error condition,
