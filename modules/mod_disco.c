@@ -1,8 +1,9 @@
 /* mod_disco: XEP-0030 service discovery for the server. disco#info lists
  * the identities and features that every loaded module declared through
  * pl_feature/pl_identity (so the list is never kept by hand and cannot
- * drift from what is loaded); disco#items is empty until components and
- * MUC services exist. */
+ * drift from what is loaded); disco#items lists what the core and other
+ * modules add through the "disco/items" hook (data: the <query/>), such
+ * as connected components. */
 #include "hooks.h"
 #include "parley/module.h"
 #include "router.h"
@@ -80,7 +81,8 @@ static int on_items(struct pl_event *event, void *userdata)
 	if (!addressed_to_host(iq->stanza))
 		return PL_CONTINUE;
 	struct pl_xnode *reply = pl_iq_result(iq->stanza);
-	pl_xnode_add_element(reply, "query", NS_DISCO_ITEMS);
+	struct pl_xnode *query = pl_xnode_add_element(reply, "query", NS_DISCO_ITEMS);
+	pl_hooks_fire("disco/items", query);
 	pl_route(reply, NULL);
 	pl_xnode_unref(&reply);
 	return PL_HANDLED;
