@@ -9,6 +9,7 @@
 #include "accounts.h"
 #include "c2s.h"
 #include "component.h"
+#include "s2s.h"
 #include "counters.h"
 #include "router.h"
 #include "ctl/ctl.h"
@@ -130,6 +131,7 @@ static void shut_down(struct event **signals, size_t signal_count)
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	pl_ctl_server_stop();
+	pl_s2s_stop();
 	pl_c2s_stop();
 	pl_component_stop();
 	pl_accounts_shutdown();
@@ -271,7 +273,8 @@ int main(int argc, char **argv)
 	if (pl_server_load_hosts(pl_server.config, &error) != 0 ||
 	    pl_modules_load_all(pl_server.config, module_dir(), &error) != 0 ||
 	    pl_c2s_start(pl_server.base, pl_server.config, &error) != 0 ||
-	    pl_component_start(pl_server.base, pl_server.config, &error) != 0) {
+	    pl_component_start(pl_server.base, pl_server.config, &error) != 0 ||
+	    pl_s2s_start(pl_server.base, pl_server.config, &error) != 0) {
 		pl_log(PL_LOG_ERROR, "core", "%s", error);
 		goto out;
 	}

@@ -1,0 +1,441 @@
+/* Federation between two real parleyd instances on loopback, a.localhost
+ * and b.localhost, each with a <remote route> to the other's s2s port.
+ *
+ * Part 1, self-signed certificates and Server Dialback over TLS:
+ * messages and IQs both ways, stanzas queued while the stream is set up
+ * arrive in order, errors from the remote server come back, an
+ * unreachable domain bounces every queued stanza with
+ * remote-server-not-found and a silent one with remote-server-timeout, a
+ * raw remote server that authenticated a.localhost by dialback (with the
+ * key A's configured secret gives) may send from a.localhost but gets
+ * invalid-from for another domain and not-authorized before
+ * authenticating, a wrong dialback key is refused, and an idle stream
+ * closes and is made again by the next stanza.
+ * Part 2, the default policy (valid certificates only) refuses the
+ * self-signed peer: the stanza bounces.
+ * Part 3, certificates from a CA the test makes and both servers trust
+ * (ca-file): SASL EXTERNAL both ways. */
+#include "harness.h"
+#include "raw_client.h"
+#include "../tap.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct side {
+	struct ph_server server;
+	const char *domain;
+	int s2s_port, s2s_tls_port;
+};
+
+static char *config_for(struct side *self, const struct side *other, const char *s2s_attributes,
+			const char *host_xml, const char *extra)
+{
+	char s2s[2048];
+	snprintf(s2s, sizeof(s2s),
+		 "  <s2s address=\"127.0.0.1\" port=\"%d\" tls-port=\"%d\" %s/>\n"
+		 "  <remote name=\"%s\" route=\"127.0.0.1:%d\"/>\n%s",
+		 self->s2s_port, self->s2s_tls_port, s2s_attributes, other->domain, other->s2s_port,
+		 extra ? extra : "");
+	char *config = ph_standard_config(&self->server, NULL, s2s);
+	char host[512];
+	if (!host_xml) {
+		snprintf(host, sizeof(host), "<host name=\"%s\"/>", self->domain);
+		host_xml = host;
+	}
+	char *patched = ph_replace(config, "<host name=\"localhost\"/>", host_xml);
+	free(config);
+	return patched;
+}
+
+static struct raw_client *login(const struct side *side, const char *user, const char *resource)
+{
+	struct raw_client *c = raw_client_connect(side->server.c2s_tls_port, true);
+	char password[64];
+	snprintf(password, sizeof(password), "%s-secret", user);
+	if (c && !raw_client_login(c, side->domain, user, password, resource)) {
+		raw_client_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* XEP-0220 2.4 with A's configured secret. */
+static void dialback_key(const char *secret, const char *receiving, const char *originating,
+			 const char *id, char out[65])
+{
+	unsigned char hashed[SHA256_DIGEST_LENGTH];
+	SHA256((const unsigned char *)secret, strlen(secret), hashed);
+	char text[512];
+	snprintf(text, sizeof(text), "%s %s %s", receiving, originating, id);
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	HMAC(EVP_sha256(), hashed, sizeof(hashed), (const unsigned char *)text, strlen(text), mac,
+	     &len);
+	for (unsigned int i = 0; i < len; i++)
+		snprintf(out + 2 * i, 3, "%02x", mac[i]);
+}
+
+static bool attribute(const char *element, const char *name, char *out, size_t size)
+{
+	char pattern[64];
+	snprintf(pattern, sizeof(pattern), " %s='", name);
+	const char *at = element ? strstr(element, pattern) : NULL;
+	char quote = '\'';
+	if (!at) {
+		snprintf(pattern, sizeof(pattern), " %s=\"", name);
+		at = element ? strstr(element, pattern) : NULL;
+		quote = '"';
+	}
+	if (!at)
+		return false;
+	at += strlen(pattern);
+	size_t len = strcspn(at, quote == '\'' ? "'" : "\"");
+	if (len + 1 > size)
+		return false;
+	memcpy(out, at, len);
+	out[len] = '\0';
+	return true;
+}
+
+/* A raw remote server connected to b's direct TLS s2s port, claiming
+ * a.localhost; returns the stream id B gave it. */
+static struct raw_client *raw_server(const struct side *b, char *id, size_t id_size)
+{
+	struct raw_client *c = raw_client_connect(b->s2s_tls_port, true);
+	if (!c)
+		return NULL;
+	raw_client_send(c, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+			   "xmlns:stream='http://etherx.jabber.org/streams' "
+			   "xmlns:db='jabber:server:dialback' from='a.localhost' to='%s' "
+			   "version='1.0'>",
+			b->domain);
+	char *header = raw_client_wait(c, "<stream:stream", 5000);
+	bool have = attribute(header, "id", id, id_size);
+	free(header);
+	char *features = raw_client_wait(c, "<stream:features", 5000);
+	free(features);
+	if (!have) {
+		raw_client_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* A listening socket that never answers: connections hang in the backlog. */
+static int silent_listener(int *port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(addr);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(fd, 8) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&addr, &len) != 0)
+		return -1;
+	*port = ntohs(addr.sin_port);
+	return fd;
+}
+
+static bool start_pair(struct side *a, struct side *b, const char *a_attributes,
+		       const char *b_attributes, const char *a_host, const char *b_host,
+		       const char *a_extra)
+{
+	char *config = config_for(a, b, a_attributes, a_host, a_extra);
+	ph_server_write_config(&a->server, config);
+	free(config);
+	config = config_for(b, a, b_attributes, b_host, NULL);
+	ph_server_write_config(&b->server, config);
+	free(config);
+	return ph_server_start(&a->server, NULL) == 0 && ph_server_start(&b->server, NULL) == 0;
+}
+
+static void dialback_part(struct side *a, struct side *b)
+{
+	int dead_port = ph_free_port();
+	int silent_port = 0;
+	int silent_fd = silent_listener(&silent_port);
+	char extra[512];
+	snprintf(extra, sizeof(extra),
+		 "  <remote name=\"dead.localhost\" route=\"127.0.0.1:%d\"/>\n"
+		 "  <remote name=\"silent.localhost\" route=\"127.0.0.1:%d\"/>\n"
+		 "  <remote name=\"refused.localhost\" authentication=\"refuse\"/>\n",
+		 dead_port, silent_port);
+	bool started = start_pair(a, b,
+				  "authentication=\"dialback\" dialback-secret=\"a-secret\" "
+				  "idle-timeout=\"1s\" negotiation-timeout=\"1s\" connect-timeout=\"1s\"",
+				  "authentication=\"dialback\"", NULL, NULL, extra);
+	if (!ok(started, "a.localhost and b.localhost start with federation (dialback allowed)"))
+		return;
+	ph_add_user_at(&a->server, "alice", "a.localhost");
+	ph_add_user_at(&b->server, "bob", "b.localhost");
+	struct raw_client *alice = login(a, "alice", "desk");
+	struct raw_client *bob = login(b, "bob", "phone");
+	if (!ok(alice && bob, "alice@a.localhost and bob@b.localhost log in"))
+		return;
+	raw_client_send(alice, "<presence/>");
+	raw_client_send(bob, "<presence/>");
+	raw_client_sync(alice);
+	raw_client_sync(bob);
+
+	/* Five messages in one go: queued while the stream is set up. */
+	raw_client_send(alice,
+			"<message to='bob@b.localhost' type='chat' id='q1'><body>one</body></message>"
+			"<message to='bob@b.localhost' type='chat' id='q2'><body>two</body></message>"
+			"<message to='bob@b.localhost/phone' type='chat' id='q3'><body>three</body></message>"
+			"<message to='bob@b.localhost' type='chat' id='q4'><body>four</body></message>"
+			"<message to='bob@b.localhost' type='chat' id='q5'><body>five</body></message>");
+	static const char *const bodies[] = { "one", "two", "three", "four", "five" };
+	bool in_order = true;
+	for (size_t i = 0; i < 5; i++) {
+		char *m = raw_client_wait(bob, "<message", 10000);
+		if (!m || !strstr(m, bodies[i]) || !strstr(m, "from='alice@a.localhost/desk'")) {
+			diag("message %zu: %s", i, m ? m : "(none)");
+			in_order = false;
+		}
+		free(m);
+	}
+	ok(in_order, "bob gets alice's five queued messages, in order, from her full JID");
+	ok(ph_wait_log(&a->server, "a.localhost -> b.localhost authenticated with dialback", 5000),
+	   "a's outgoing stream authenticated with dialback");
+	ok(ph_wait_log(&b->server, "incoming stream from a.localhost authenticated with dialback", 5000),
+	   "b verified a.localhost with a's authoritative server");
+
+	/* And back. */
+	raw_client_send(bob, "<message to='alice@a.localhost/desk' type='chat' id='r1'><body>hello alice</body></message>");
+	char *answer = raw_client_wait(alice, "hello alice", 10000);
+	has_str(answer, "from='bob@b.localhost/phone'", "alice gets bob's answer");
+	free(answer);
+
+	/* IQs both ways: to a remote user, and to the remote server itself. */
+	raw_client_send(alice, "<iq to='bob@b.localhost/phone' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>");
+	answer = raw_client_wait(bob, "id='v1'", 10000);
+	has_str(answer, "from='alice@a.localhost/desk'", "bob gets alice's IQ");
+	free(answer);
+	raw_client_send(bob, "<iq to='alice@a.localhost/desk' type='result' id='v1'><query xmlns='jabber:iq:version'><name>bobclient</name></query></iq>");
+	answer = raw_client_wait(alice, "id='v1'", 10000);
+	has_str(answer, "<name>bobclient</name>", "and alice bob's result");
+	free(answer);
+	raw_client_send(bob, "<iq to='a.localhost' type='get' id='v2'><query xmlns='jabber:iq:version'/></iq>");
+	answer = raw_client_wait(bob, "id='v2'", 10000);
+	has_str(answer, "type='result'", "bob asks a.localhost's version and gets a result");
+	has_str(answer, "from='a.localhost'", "from a.localhost");
+	free(answer);
+
+	/* Errors from the remote server come back to the sender. */
+	raw_client_send(alice, "<message to='nobody@b.localhost' type='chat' id='e1'><body>?</body></message>");
+	answer = raw_client_wait(alice, "id='e1'", 10000);
+	has_str(answer, "<service-unavailable", "a message to a user b does not have bounces from b");
+	has_str(answer, "from='nobody@b.localhost'", "from the address alice wrote to");
+	free(answer);
+
+	/* Unreachable: every queued stanza bounces. */
+	raw_client_send(alice,
+			"<message to='x@dead.localhost' type='chat' id='d1'><body>1</body></message>"
+			"<message to='y@dead.localhost' type='chat' id='d2'><body>2</body></message>"
+			"<iq to='dead.localhost' type='get' id='d3'><ping xmlns='urn:xmpp:ping'/></iq>");
+	int bounced = 0;
+	for (int i = 1; i <= 3; i++) {
+		char needle[16];
+		snprintf(needle, sizeof(needle), "id='d%d'", i);
+		answer = raw_client_wait(alice, needle, 10000);
+		if (answer && strstr(answer, "<remote-server-not-found"))
+			bounced++;
+		else
+			diag("d%d: %s", i, answer ? answer : "(none)");
+		free(answer);
+	}
+	is_int(bounced, 3, "all three stanzas to an unreachable server bounce with remote-server-not-found");
+
+	/* A server that accepts the connection but never speaks. */
+	raw_client_send(alice, "<message to='x@silent.localhost' type='chat' id='t1'><body>?</body></message>");
+	answer = raw_client_wait(alice, "id='t1'", 15000);
+	has_str(answer, "<remote-server-timeout", "a silent server: remote-server-timeout");
+	free(answer);
+
+	/* Refused by policy. */
+	raw_client_send(alice, "<message to='x@refused.localhost' type='chat' id='p1'><body>?</body></message>");
+	answer = raw_client_wait(alice, "id='p1'", 10000);
+	has_str(answer, "<remote-server-not-found", "a refused domain bounces at once");
+	free(answer);
+
+	/* A raw remote server: not-authorized before authentication. */
+	char id[128];
+	struct raw_client *mallory = raw_server(b, id, sizeof(id));
+	ok(mallory != NULL, "a raw server opens a stream to b over direct TLS");
+	if (mallory) {
+		raw_client_send(mallory, "<message from='x@a.localhost' to='bob@b.localhost'><body>early</body></message>");
+		answer = raw_client_wait(mallory, "<stream:error", 5000);
+		has_str(answer, "<not-authorized", "a stanza before authentication: not-authorized");
+		free(answer);
+		raw_client_free(mallory);
+	}
+	/* A wrong dialback key. */
+	mallory = raw_server(b, id, sizeof(id));
+	if (mallory) {
+		raw_client_send(mallory, "<db:result from='a.localhost' to='b.localhost'>00ff</db:result>");
+		answer = raw_client_wait(mallory, "<db:result", 10000);
+		has_str(answer, "type='invalid'", "a wrong dialback key is invalid");
+		free(answer);
+		raw_client_free(mallory);
+	}
+	/* The right key (A's configured secret): authenticated as a.localhost. */
+	mallory = raw_server(b, id, sizeof(id));
+	if (mallory) {
+		char key[65];
+		dialback_key("a-secret", "b.localhost", "a.localhost", id, key);
+		raw_client_send(mallory, "<db:result from='a.localhost' to='b.localhost'>%s</db:result>", key);
+		answer = raw_client_wait(mallory, "<db:result", 10000);
+		has_str(answer, "type='valid'", "the key a's secret gives is valid");
+		free(answer);
+		raw_client_send(mallory, "<message from='carol@a.localhost/x' to='bob@b.localhost/phone' type='chat'><body>from carol</body></message>");
+		answer = raw_client_wait(bob, "from carol", 10000);
+		ok(answer != NULL, "it may send from a.localhost");
+		free(answer);
+		raw_client_send(mallory, "<message from='eve@evil.localhost' to='bob@b.localhost/phone' type='chat'><body>spoofed</body></message>");
+		answer = raw_client_wait(mallory, "<stream:error", 10000);
+		has_str(answer, "<invalid-from", "but a 'from' at another domain is invalid-from");
+		free(answer);
+		raw_client_sync(bob);
+		is_int(raw_client_count(bob, "spoofed"), 0, "and the spoofed message never reaches bob");
+		raw_client_free(mallory);
+	}
+	/* A stanza for a domain b does not serve. */
+	mallory = raw_server(b, id, sizeof(id));
+	if (mallory) {
+		char key[65];
+		dialback_key("a-secret", "b.localhost", "a.localhost", id, key);
+		raw_client_send(mallory, "<db:result from='a.localhost' to='b.localhost'>%s</db:result>", key);
+		answer = raw_client_wait(mallory, "<db:result", 10000);
+		free(answer);
+		raw_client_send(mallory, "<message from='carol@a.localhost' to='x@elsewhere.localhost'><body>relay?</body></message>");
+		answer = raw_client_wait(mallory, "<stream:error", 10000);
+		has_str(answer, "<host-unknown", "a stanza for a domain b does not serve: host-unknown");
+		free(answer);
+		raw_client_free(mallory);
+	}
+
+	/* Idle streams close; the next stanza opens a new one. */
+	ok(ph_wait_log(&a->server, "a.localhost -> b.localhost idle: closing", 10000),
+	   "a's idle stream to b closes after idle-timeout");
+	int streams_before = ph_log_count(&a->server, "new stream a.localhost -> b.localhost");
+	raw_client_send(alice, "<message to='bob@b.localhost' type='chat' id='late'><body>after idle</body></message>");
+	answer = raw_client_wait(bob, "after idle", 10000);
+	ok(answer != NULL, "a message after the idle close is delivered");
+	free(answer);
+	ok(ph_log_count(&a->server, "new stream a.localhost -> b.localhost") > streams_before,
+	   "over a new stream");
+
+	raw_client_free(alice);
+	raw_client_free(bob);
+	is_int(ph_server_stop(&a->server), 0, "a stops cleanly");
+	is_int(ph_server_stop(&b->server), 0, "b stops cleanly");
+	if (silent_fd >= 0)
+		close(silent_fd);
+}
+
+/* Default policy: valid certificates only; the self-signed peer is refused. */
+static void strict_part(struct side *a, struct side *b)
+{
+	bool started = start_pair(a, b, "", "", NULL, NULL, NULL);
+	if (!ok(started, "both restart with the default policy (valid certificates only)"))
+		return;
+	struct raw_client *alice = login(a, "alice", "desk");
+	raw_client_send(alice, "<message to='bob@b.localhost' type='chat' id='s1'><body>strict</body></message>");
+	char *answer = raw_client_wait(alice, "id='s1'", 15000);
+	has_str(answer, "<remote-server-not-found", "a self-signed peer is refused: the message bounces");
+	free(answer);
+	ok(ph_wait_log(&a->server, "certificate is not valid", 5000), "and a says why");
+	raw_client_free(alice);
+	is_int(ph_server_stop(&a->server), 0, "a stops cleanly");
+	is_int(ph_server_stop(&b->server), 0, "b stops cleanly");
+}
+
+static bool make_certificates(const char *dir)
+{
+	char script[4096];
+	snprintf(script, sizeof(script),
+		 "set -e; cd '%s';"
+		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2"
+		 " -subj /CN=TestCA -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE"
+		 " -addext keyUsage=critical,keyCertSign 2>/dev/null;"
+		 "for h in a.localhost b.localhost; do"
+		 " openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=$h"
+		 "  -keyout $h.key -out $h.csr 2>/dev/null;"
+		 " printf 'subjectAltName=DNS:%%s\\nextendedKeyUsage=serverAuth,clientAuth\\n' $h > $h.ext;"
+		 " openssl x509 -req -in $h.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
+		 "  -extfile $h.ext -out $h.pem 2>/dev/null;"
+		 "done",
+		 dir);
+	const char *argv[] = { "/bin/sh", "-c", script, NULL };
+	return ph_run(argv, NULL, NULL, NULL, 30000) == 0;
+}
+
+static void external_part(struct side *a, struct side *b)
+{
+	const char *dir = a->server.dir;
+	if (!ok(make_certificates(dir), "a test CA and certificates for both domains are made"))
+		return;
+	char a_host[1024], b_host[1024], attributes[600];
+	snprintf(a_host, sizeof(a_host),
+		 "<host name=\"a.localhost\"><certificate file=\"%s/a.localhost.pem\" key=\"%s/a.localhost.key\"/></host>",
+		 dir, dir);
+	snprintf(b_host, sizeof(b_host),
+		 "<host name=\"b.localhost\"><certificate file=\"%s/b.localhost.pem\" key=\"%s/b.localhost.key\"/></host>",
+		 dir, dir);
+	snprintf(attributes, sizeof(attributes), "ca-file=\"%s/ca.pem\"", dir);
+	int dialbacks_before = ph_log_count(&a->server, "with dialback") +
+			       ph_log_count(&b->server, "with dialback");
+	bool started = start_pair(a, b, attributes, attributes, a_host, b_host, NULL);
+	if (!ok(started, "both start with CA-signed certificates and the CA trusted"))
+		return;
+	struct raw_client *alice = login(a, "alice", "desk");
+	struct raw_client *bob = login(b, "bob", "phone");
+	raw_client_send(alice, "<presence/>");
+	raw_client_send(bob, "<presence/>");
+	raw_client_sync(alice);
+	raw_client_sync(bob);
+	raw_client_send(alice, "<message to='bob@b.localhost/phone' type='chat'><body>signed hello</body></message>");
+	char *answer = raw_client_wait(bob, "signed hello", 10000);
+	has_str(answer, "from='alice@a.localhost/desk'", "bob gets alice's message");
+	free(answer);
+	raw_client_send(bob, "<message to='alice@a.localhost/desk' type='chat'><body>signed reply</body></message>");
+	answer = raw_client_wait(alice, "signed reply", 10000);
+	ok(answer != NULL, "alice gets bob's reply");
+	free(answer);
+	ok(ph_wait_log(&a->server, "a.localhost -> b.localhost authenticated with SASL EXTERNAL", 5000),
+	   "a -> b authenticated with SASL EXTERNAL");
+	ok(ph_wait_log(&b->server, "incoming stream from a.localhost authenticated with SASL EXTERNAL", 5000),
+	   "b accepted a.localhost's certificate");
+	ok(ph_wait_log(&b->server, "b.localhost -> a.localhost authenticated with SASL EXTERNAL", 5000),
+	   "b -> a authenticated with SASL EXTERNAL too");
+	is_int(ph_log_count(&a->server, "with dialback") + ph_log_count(&b->server, "with dialback"),
+	       dialbacks_before, "no dialback was needed");
+	raw_client_free(alice);
+	raw_client_free(bob);
+	is_int(ph_server_stop(&a->server), 0, "a stops cleanly");
+	is_int(ph_server_stop(&b->server), 0, "b stops cleanly");
+}
+
+int main(void)
+{
+	struct side a = { .domain = "a.localhost" }, b = { .domain = "b.localhost" };
+	ph_server_init(&a.server, NULL);
+	ph_server_init(&b.server, NULL);
+	a.s2s_port = ph_free_port();
+	a.s2s_tls_port = ph_free_port();
+	b.s2s_port = ph_free_port();
+	b.s2s_tls_port = ph_free_port();
+	dialback_part(&a, &b);
+	strict_part(&a, &b);
+	external_part(&a, &b);
+	ph_server_cleanup(&a.server);
+	ph_server_cleanup(&b.server);
+	return done_testing();
+}
