@@ -14,7 +14,10 @@
  * Part 2, the default policy (valid certificates only) refuses the
  * self-signed peer: the stanza bounces.
  * Part 3, certificates from a CA the test makes and both servers trust
- * (ca-file): SASL EXTERNAL both ways. */
+ * (ca-file): SASL EXTERNAL both ways.
+ * Part 4, RFC 6121 across the two servers: offline storage and archiving
+ * of a remote sender's message, the subscription handshake to 'both',
+ * presence broadcast, probes at login and unavailable at logout. */
 #include "harness.h"
 #include "raw_client.h"
 #include "../tap.h"
@@ -423,6 +426,106 @@ static void external_part(struct side *a, struct side *b)
 	is_int(ph_server_stop(&b->server), 0, "b stops cleanly");
 }
 
+static bool offline_stored(void *arg)
+{
+	const char *args[] = { "status", NULL };
+	char *out = NULL;
+	ph_ctl(arg, args, NULL, &out, NULL);
+	bool stored = out && strstr(out, "offline-stored: ") &&
+		      strstr(out, "offline-stored: 0") == NULL;
+	free(out);
+	return stored;
+}
+
+static void presence_part(struct side *a, struct side *b)
+{
+	bool started = start_pair(a, b, "authentication=\"dialback\"", "authentication=\"dialback\"",
+				  NULL, NULL, NULL);
+	if (!ok(started, "both start again for contacts and presence"))
+		return;
+	struct raw_client *alice = login(a, "alice", "desk");
+	raw_client_send(alice, "<presence/>");
+	raw_client_sync(alice);
+
+	/* bob is offline: stored at b, then archived and delivered. */
+	raw_client_send(alice, "<message to='bob@b.localhost' type='chat' id='off1'><body>while you were away</body></message>");
+	ok(ph_wait_for(offline_stored, &b->server, 10000), "b stores it for offline bob");
+	struct raw_client *bob = login(b, "bob", "phone");
+	raw_client_send(bob, "<presence/>");
+	char *answer = raw_client_wait(bob, "while you were away", 10000);
+	has_str(answer, "urn:xmpp:delay", "bob gets the remote sender's message from offline storage");
+	has_str(answer, "from='alice@a.localhost/desk'", "from alice");
+	free(answer);
+	raw_client_send(bob, "<iq type='set' id='mam1'><query xmlns='urn:xmpp:mam:2' queryid='f1'/></iq>");
+	answer = raw_client_wait(bob, "while you were away", 10000);
+	has_str(answer, "queryid='f1'", "and finds it in his archive (MAM)");
+	free(answer);
+	answer = raw_client_wait(bob, "id='mam1'", 10000);
+	has_str(answer, "type='result'", "the archive query completes");
+	free(answer);
+
+	/* alice subscribes to bob; bob approves. */
+	raw_client_send(alice, "<presence to='bob@b.localhost' type='subscribe'/>");
+	answer = raw_client_wait(bob, "type='subscribe'", 10000);
+	has_str(answer, "from='alice@a.localhost'", "bob gets alice's subscription request from her bare JID");
+	free(answer);
+	raw_client_send(bob, "<presence to='alice@a.localhost' type='subscribed'/>");
+	answer = raw_client_wait(alice, "type='subscribed'", 10000);
+	has_str(answer, "from='bob@b.localhost'", "alice learns that bob approved");
+	free(answer);
+	answer = raw_client_wait(alice, "<presence from='bob@b.localhost/phone'", 10000);
+	ok(answer && !strstr(answer, "type="), "and gets bob's current presence");
+	free(answer);
+	/* And back: bob subscribes to alice. */
+	raw_client_send(bob, "<presence to='alice@a.localhost' type='subscribe'/>");
+	answer = raw_client_wait(alice, "type='subscribe'", 10000);
+	has_str(answer, "from='bob@b.localhost'", "alice gets bob's request");
+	free(answer);
+	raw_client_send(alice, "<presence to='bob@b.localhost' type='subscribed'/>");
+	answer = raw_client_wait(bob, "type='subscribed'", 10000);
+	ok(answer != NULL, "bob learns that alice approved");
+	free(answer);
+	answer = raw_client_wait(bob, "<presence from='alice@a.localhost/desk'", 10000);
+	ok(answer != NULL, "and gets alice's presence");
+	free(answer);
+	raw_client_send(alice, "<iq type='get' id='ro1'><query xmlns='jabber:iq:roster'/></iq>");
+	answer = raw_client_wait(alice, "id='ro1'", 10000);
+	has_str(answer, "subscription='both'", "alice's roster: bob with subscription both");
+	free(answer);
+	raw_client_send(bob, "<iq type='get' id='ro2'><query xmlns='jabber:iq:roster'/></iq>");
+	answer = raw_client_wait(bob, "id='ro2'", 10000);
+	has_str(answer, "subscription='both'", "bob's roster: alice with subscription both");
+	free(answer);
+
+	/* Broadcast. */
+	raw_client_send(bob, "<presence><show>away</show><status>lunch</status></presence>");
+	answer = raw_client_wait(alice, "<status>lunch</status>", 10000);
+	has_str(answer, "from='bob@b.localhost/phone'", "bob's presence change reaches alice");
+	free(answer);
+
+	/* Probes: a new login of alice learns bob's presence from b. */
+	raw_client_free(alice);
+	answer = raw_client_wait(bob, "type='unavailable'", 10000);
+	has_str(answer, "from='alice@a.localhost/desk'", "bob sees alice go offline");
+	free(answer);
+	alice = login(a, "alice", "laptop");
+	raw_client_send(alice, "<presence/>");
+	answer = raw_client_wait(alice, "<status>lunch</status>", 10000);
+	has_str(answer, "from='bob@b.localhost/phone'", "alice's new login probes b and gets bob's presence");
+	free(answer);
+	answer = raw_client_wait(bob, "<presence from='alice@a.localhost/laptop'", 10000);
+	ok(answer != NULL, "and bob sees alice come online");
+	free(answer);
+
+	raw_client_free(bob);
+	answer = raw_client_wait(alice, "type='unavailable'", 10000);
+	has_str(answer, "from='bob@b.localhost/phone'", "alice sees bob go offline");
+	free(answer);
+	raw_client_free(alice);
+	is_int(ph_server_stop(&a->server), 0, "a stops cleanly");
+	is_int(ph_server_stop(&b->server), 0, "b stops cleanly");
+}
+
 int main(void)
 {
 	struct side a = { .domain = "a.localhost" }, b = { .domain = "b.localhost" };
@@ -435,6 +538,7 @@ int main(void)
 	dialback_part(&a, &b);
 	strict_part(&a, &b);
 	external_part(&a, &b);
+	presence_part(&a, &b);
 	ph_server_cleanup(&a.server);
 	ph_server_cleanup(&b.server);
 	return done_testing();
