@@ -491,8 +491,15 @@ static void out_features(struct out *o, struct pl_xnode *features)
 	pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s -> %s: the peer's certificate: %s",
 		       o->local, o->remote, why);
 	if (valid && offers_external(features)) {
-		/* XEP-0178: no authorization identity, the stream's 'from' says it. */
-		out_write(o, "<auth xmlns='" NS_SASL "' mechanism='EXTERNAL'>=</auth>");
+		/* XEP-0178 3: the authorization identity is our domain, the
+		 * stream's 'from' (what Prosody and ejabberd send and expect). */
+		char *authzid = pl_base64_encode(o->local, strlen(o->local));
+		struct pl_buf out = { 0 };
+		pl_buf_printf(&out, "<auth xmlns='" NS_SASL "' mechanism='EXTERNAL'>%s</auth>",
+			      authzid);
+		pl_conn_write(o->conn, out.data, out.len);
+		pl_buf_free(&out);
+		free(authzid);
 		o->sasl_sent = true;
 		return;
 	}
