@@ -17,7 +17,11 @@
  * (ca-file): SASL EXTERNAL both ways.
  * Part 4, RFC 6121 across the two servers: offline storage and archiving
  * of a remote sender's message, the subscription handshake to 'both',
- * presence broadcast, probes at login and unavailable at logout. */
+ * presence broadcast, probes at login and unavailable at logout.
+ * Part 5, DNS: a.test finds b.test through SRV records served by a tiny
+ * DNS responder of the test's own (UDP, loopback only, answers a fixed
+ * table), tries them in priority order (a dead port first, then the
+ * direct TLS one), and a domain without any record bounces. */
 #include "harness.h"
 #include "raw_client.h"
 #include "../tap.h"
@@ -30,7 +34,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 struct side {
@@ -526,6 +534,226 @@ static void presence_part(struct side *a, struct side *b)
 	is_int(ph_server_stop(&b->server), 0, "b stops cleanly");
 }
 
+/* ---- a tiny DNS responder --------------------------------------------------- */
+
+struct dns_record {
+	const char *name;
+	int type;               /* 33 SRV, 1 A */
+	int priority, weight, port;
+	const char *target;     /* SRV target */
+};
+
+struct dns_responder {
+	int fd, port;
+	pthread_t thread;
+	atomic_bool stop;
+	const struct dns_record *records;
+	size_t count;
+	atomic_int queries;
+};
+
+static size_t put_name(unsigned char *out, const char *name)
+{
+	size_t n = 0;
+	while (*name) {
+		size_t len = strcspn(name, ".");
+		out[n++] = (unsigned char)len;
+		memcpy(out + n, name, len);
+		n += len;
+		name += len;
+		if (*name == '.')
+			name++;
+	}
+	out[n++] = 0;
+	return n;
+}
+
+static void put16(unsigned char *p, int v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+}
+
+/* Answers one query from the table: NXDOMAIN when no record has the
+ * name, an empty answer when none has the type. */
+static void dns_answer(struct dns_responder *d, const unsigned char *q, ssize_t len,
+		       struct sockaddr_in *peer, socklen_t peer_len)
+{
+	if (len < 17)
+		return;
+	char name[256];
+	size_t n = 0, at = 12;
+	while (at < (size_t)len && q[at] && n < sizeof(name) - 64) {
+		size_t l = q[at++];
+		if (at + l > (size_t)len)
+			return;
+		if (n)
+			name[n++] = '.';
+		memcpy(name + n, q + at, l);
+		n += l;
+		at += l;
+	}
+	name[n] = '\0';
+	at++;
+	if (at + 4 > (size_t)len)
+		return;
+	int qtype = (q[at] << 8) | q[at + 1];
+	size_t question_end = at + 4;
+	unsigned char out[1024];
+	memcpy(out, q, question_end);
+	out[2] = 0x84; /* response, authoritative */
+	out[3] = 0x00;
+	int answers = 0;
+	bool known = false;
+	size_t o = question_end;
+	for (size_t i = 0; i < d->count; i++) {
+		const struct dns_record *r = &d->records[i];
+		if (strcasecmp(r->name, name) != 0)
+			continue;
+		known = true;
+		if (r->type != qtype || o > sizeof(out) - 300)
+			continue;
+		out[o++] = 0xc0; /* pointer to the question's name */
+		out[o++] = 12;
+		put16(out + o, qtype);
+		put16(out + o + 2, 1);
+		memset(out + o + 4, 0, 4);
+		out[o + 7] = 60; /* ttl */
+		o += 8;
+		if (qtype == 1) {
+			put16(out + o, 4);
+			out[o + 2] = 127;
+			out[o + 3] = 0;
+			out[o + 4] = 0;
+			out[o + 5] = 1;
+			o += 6;
+		} else {
+			unsigned char target[256];
+			size_t tl = put_name(target, r->target);
+			put16(out + o, (int)(6 + tl));
+			put16(out + o + 2, r->priority);
+			put16(out + o + 4, r->weight);
+			put16(out + o + 6, r->port);
+			memcpy(out + o + 8, target, tl);
+			o += 8 + tl;
+		}
+		answers++;
+	}
+	if (!known)
+		out[3] = 0x03; /* NXDOMAIN */
+	put16(out + 6, answers);
+	put16(out + 8, 0);
+	put16(out + 10, 0);
+	sendto(d->fd, out, o, 0, (struct sockaddr *)peer, peer_len);
+	atomic_fetch_add(&d->queries, 1);
+}
+
+static void *dns_loop(void *arg)
+{
+	struct dns_responder *d = arg;
+	while (!atomic_load(&d->stop)) {
+		struct pollfd p = { .fd = d->fd, .events = POLLIN };
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		unsigned char q[512];
+		struct sockaddr_in peer;
+		socklen_t peer_len = sizeof(peer);
+		ssize_t len = recvfrom(d->fd, q, sizeof(q), 0, (struct sockaddr *)&peer, &peer_len);
+		if (len > 0)
+			dns_answer(d, q, len, &peer, peer_len);
+	}
+	return NULL;
+}
+
+static bool dns_start(struct dns_responder *d, const struct dns_record *records, size_t count)
+{
+	memset(d, 0, sizeof(*d));
+	d->records = records;
+	d->count = count;
+	d->fd = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(addr);
+	if (d->fd < 0 || bind(d->fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
+	    getsockname(d->fd, (struct sockaddr *)&addr, &len) != 0)
+		return false;
+	d->port = ntohs(addr.sin_port);
+	return pthread_create(&d->thread, NULL, dns_loop, d) == 0;
+}
+
+static void dns_stop(struct dns_responder *d)
+{
+	atomic_store(&d->stop, true);
+	pthread_join(d->thread, NULL);
+	close(d->fd);
+}
+
+static void dns_part(struct side *a, struct side *b)
+{
+	int dead_port = ph_free_port();
+	const struct dns_record records[] = {
+		{ "_xmpp-server._tcp.b.test", 33, 0, 0, dead_port, "xmpp.b.test" },
+		{ "_xmpp-server._tcp.b.test", 33, 10, 0, b->s2s_port, "xmpp.b.test" },
+		{ "_xmpps-server._tcp.b.test", 33, 5, 0, b->s2s_tls_port, "xmpp.b.test" },
+		{ "xmpp.b.test", 1, 0, 0, 0, NULL },
+		{ "_xmpp-server._tcp.a.test", 33, 0, 0, a->s2s_port, "a.test" },
+		{ "a.test", 1, 0, 0, 0, NULL },
+	};
+	struct dns_responder dns;
+	if (!ok(dns_start(&dns, records, sizeof(records) / sizeof(records[0])),
+		"a DNS responder for the test domains listens on loopback"))
+		return;
+	a->domain = "a.test";
+	b->domain = "b.test";
+	char attributes[256];
+	snprintf(attributes, sizeof(attributes), "authentication=\"dialback\" dns-server=\"127.0.0.1:%d\"",
+		 dns.port);
+	/* No routes: config_for writes one for the other domain, so give
+	 * each a route to a name nobody asks for instead. */
+	struct side nobody_a = { .domain = "unused-a.test", .s2s_port = 1 };
+	struct side nobody_b = { .domain = "unused-b.test", .s2s_port = 1 };
+	char *config = config_for(a, &nobody_a, attributes, NULL, NULL);
+	ph_server_write_config(&a->server, config);
+	free(config);
+	config = config_for(b, &nobody_b, attributes, NULL, NULL);
+	ph_server_write_config(&b->server, config);
+	free(config);
+	bool started = ph_server_start(&a->server, NULL) == 0 && ph_server_start(&b->server, NULL) == 0;
+	if (!ok(started, "a.test and b.test start with DNS pointed at the responder")) {
+		dns_stop(&dns);
+		return;
+	}
+	ph_add_user_at(&a->server, "alice", "a.test");
+	ph_add_user_at(&b->server, "bob", "b.test");
+	struct raw_client *alice = login(a, "alice", "desk");
+	struct raw_client *bob = login(b, "bob", "phone");
+	raw_client_send(bob, "<presence/>");
+	raw_client_sync(bob);
+	raw_client_send(alice, "<message to='bob@b.test' type='chat'><body>found you in DNS</body></message>");
+	char *answer = raw_client_wait(bob, "found you in DNS", 15000);
+	has_str(answer, "from='alice@a.test/desk'", "a message to b.test is delivered through SRV records");
+	free(answer);
+	char dead[128], direct[128];
+	snprintf(dead, sizeof(dead), "cannot connect to 127.0.0.1 port %d", dead_port);
+	snprintf(direct, sizeof(direct), "connected to 127.0.0.1 port %d (direct TLS)", b->s2s_tls_port);
+	ok(ph_wait_log(&a->server, dead, 5000), "the priority 0 target (a dead port) is tried first");
+	ok(ph_wait_log(&a->server, direct, 5000),
+	   "then the _xmpps-server target at priority 5, with direct TLS, before priority 10");
+	raw_client_send(bob, "<message to='alice@a.test/desk' type='chat'><body>and back</body></message>");
+	answer = raw_client_wait(alice, "and back", 15000);
+	ok(answer != NULL, "and b.test finds a.test the same way");
+	free(answer);
+	raw_client_send(alice, "<message to='x@nowhere.test' type='chat' id='nx'><body>?</body></message>");
+	answer = raw_client_wait(alice, "id='nx'", 15000);
+	has_str(answer, "<remote-server-not-found", "a domain without any DNS record bounces");
+	free(answer);
+	ok(atomic_load(&dns.queries) > 0, "the answers came from the test's responder");
+	raw_client_free(alice);
+	raw_client_free(bob);
+	is_int(ph_server_stop(&a->server), 0, "a.test stops cleanly");
+	is_int(ph_server_stop(&b->server), 0, "b.test stops cleanly");
+	dns_stop(&dns);
+}
+
 int main(void)
 {
 	struct side a = { .domain = "a.localhost" }, b = { .domain = "b.localhost" };
@@ -539,6 +767,7 @@ int main(void)
 	strict_part(&a, &b);
 	external_part(&a, &b);
 	presence_part(&a, &b);
+	dns_part(&a, &b);
 	ph_server_cleanup(&a.server);
 	ph_server_cleanup(&b.server);
 	return done_testing();
