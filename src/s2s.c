@@ -27,6 +27,7 @@
  * (self-signed peers: dialback over TLS), "refuse" refuses the domain.
  * Every authentication result is logged. */
 #include "s2s.h"
+#include "ctl/ctl.h"
 #include "hooks.h"
 #include "jid.h"
 #include "log.h"
@@ -185,6 +186,7 @@ struct in {
 	const struct pl_host *host;     /* the stream's 'to' */
 	char *peer;                     /* the stream's 'from', owned, may be NULL */
 	bool restart, start_tls, sasl_done;
+	const char *auth_method;        /* of the last domain authenticated */
 	char **domains;                 /* authenticated remote domains, owned */
 	size_t domain_count, domain_cap;
 	struct in *prev, *next;
@@ -957,6 +959,7 @@ static void in_dialback_answer(struct in *i, const char *local, const char *remo
 	pl_buf_free(&out);
 	if (strcmp(type, "valid") == 0) {
 		in_add_domain(i, remote);
+		i->auth_method = "dialback";
 		pl_log_session(PL_LOG_INFO, "s2s", i->log_id,
 			       "%s: incoming stream from %s authenticated with dialback",
 			       pl_conn_peer_address(i->conn), remote);
@@ -1076,6 +1079,7 @@ static void in_sasl(struct in *i, struct pl_xnode *auth)
 		      strlen("<success xmlns='" NS_SASL "'/>"));
 	i->sasl_done = true;
 	in_add_domain(i, i->peer);
+	i->auth_method = "SASL EXTERNAL";
 	pl_log_session(PL_LOG_INFO, "s2s", i->log_id,
 		       "%s: incoming stream from %s authenticated with SASL EXTERNAL",
 		       pl_conn_peer_address(i->conn), i->peer);
@@ -1335,6 +1339,34 @@ static void on_idle_sweep(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* parleyctl s2s: one line per stream. */
+static int on_ctl_s2s(struct pl_event *event, void *userdata)
+{
+	struct pl_ctl_command *command = event->data;
+	struct pl_buf body = { 0 };
+	if (!enabled)
+		pl_buf_puts(&body, "federation is off (no <s2s> in the configuration)\n");
+	static const char *const out_states[] = { "connecting", "negotiating", "ready", "closing" };
+	for (struct out *o = outs; o; o = o->next)
+		pl_buf_printf(&body, "out %s -> %s: %s, %s, %s, %zu queued\n", o->local, o->remote,
+			      out_states[o->state], o->auth_method ? o->auth_method : "not authenticated",
+			      o->conn && pl_conn_is_tls(o->conn) ? "TLS" : "no TLS", o->queue_count);
+	for (struct in *i = ins; i; i = i->next) {
+		pl_buf_printf(&body, "in %s from %s: ", pl_conn_peer_address(i->conn),
+			      i->peer ? i->peer : "(no from)");
+		for (size_t d = 0; d < i->domain_count; d++)
+			pl_buf_printf(&body, "%s%s", d ? " " : "", i->domains[d]);
+		pl_buf_printf(&body, "%s%s, %s\n", i->domain_count ? " by " : "not authenticated",
+			      i->domain_count ? i->auth_method : "",
+			      pl_conn_is_tls(i->conn) ? "TLS" : "no TLS");
+	}
+	if (body.len && body.data[body.len - 1] == '\n')
+		body.data[--body.len] = '\0';
+	pl_ctl_command_done(command->request, 0, body.len ? body.data : "no streams");
+	pl_buf_free(&body);
+	return PL_HANDLED;
+}
+
 /* ---- start and stop --------------------------------------------------------- */
 
 static int add_remote(const struct pl_config *config, const struct pl_config_section *section,
@@ -1372,6 +1404,7 @@ static int add_remote(const struct pl_config *config, const struct pl_config_sec
 int pl_s2s_start(struct event_base *base, const struct pl_config *config, char **error)
 {
 	loop = base;
+	pl_hook(NULL, "ctl/s2s", on_ctl_s2s, NULL, 0);
 	const struct pl_config_section *section = pl_config_find(config, "s2s", NULL);
 	for (const struct pl_config_section *s = pl_config_next(config, "remote", NULL); s;
 	     s = pl_config_next(config, "remote", s)) {

@@ -239,6 +239,16 @@ static void dialback_part(struct side *a, struct side *b)
 	has_str(answer, "from='a.localhost'", "from a.localhost");
 	free(answer);
 
+	/* parleyctl s2s lists the streams. */
+	const char *s2s_args[] = { "s2s", NULL };
+	char *listing = NULL;
+	is_int(ph_ctl(&a->server, s2s_args, NULL, &listing, NULL), 0, "parleyctl s2s answers");
+	has_str(listing, "out a.localhost -> b.localhost: ready, dialback, TLS",
+		"it lists the outgoing stream with its authentication and TLS");
+	has_str(listing, "from b.localhost: b.localhost by dialback, TLS",
+		"and the incoming one");
+	free(listing);
+
 	/* Errors from the remote server come back to the sender. */
 	raw_client_send(alice, "<message to='nobody@b.localhost' type='chat' id='e1'><body>?</body></message>");
 	answer = raw_client_wait(alice, "id='e1'", 10000);
