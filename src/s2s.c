@@ -183,7 +183,7 @@ struct in {
 	uint64_t number;
 	char log_id[24];
 	char stream_id[33];
-	const struct pl_host *host;     /* the stream's 'to' */
+	char *local;                    /* the stream's 'to' (a local domain), owned */
 	char *peer;                     /* the stream's 'from', owned, may be NULL */
 	bool restart, start_tls, sasl_done;
 	const char *auth_method;        /* of the last domain authenticated */
@@ -891,6 +891,7 @@ static void in_free(struct in *i)
 		free(i->domains[d]);
 	free(i->domains);
 	free(i->peer);
+	free(i->local);
 	pl_xml_stream_free(i->parser);
 	free(i);
 }
@@ -1007,13 +1008,14 @@ static void in_on_open(void *userdata, const char *name, const char *ns, const c
 	}
 	const char *to = attribute_of(attributes, "to");
 	char *domain = to ? pl_jid_prep_domain(to) : NULL;
-	const struct pl_host *host = domain ? pl_server_find_host(domain) : NULL;
-	free(domain);
-	if (!host) {
-		in_stream_error(i, "host-unknown", to ? "this server does not serve that host" : "no 'to'");
+	/* A host, or a component's domain: remote servers reach both here. */
+	if (!domain || !pl_router_is_local_domain(domain)) {
+		free(domain);
+		in_stream_error(i, "host-unknown", to ? "this server does not serve that domain" : "no 'to'");
 		return;
 	}
-	i->host = host;
+	free(i->local);
+	i->local = domain;
 	const char *from = attribute_of(attributes, "from");
 	char *peer = from ? pl_jid_prep_domain(from) : NULL;
 	if (from && !peer) {
@@ -1036,7 +1038,7 @@ static void in_on_open(void *userdata, const char *name, const char *ns, const c
 	pl_buf_printf(&out, "<?xml version='1.0'?><stream:stream xmlns='" NS_SERVER "' "
 			    "xmlns:stream='" PL_NS_STREAMS "' xmlns:db='" NS_DIALBACK "' "
 			    "id='%s' from='%s'%s%s%s version='1.0'>",
-		      i->stream_id, host->name, peer ? " to='" : "", peer ? peer : "",
+		      i->stream_id, i->local, peer ? " to='" : "", peer ? peer : "",
 		      peer ? "'" : "");
 	pl_conn_write(i->conn, out.data, out.len);
 	pl_buf_free(&out);
@@ -1087,6 +1089,18 @@ static void in_sasl(struct in *i, struct pl_xnode *auth)
 	pl_xml_stream_pause(i->parser);
 }
 
+#define MAX_PENDING_VERIFIES 8
+
+static size_t pending_verifies(const struct in *i)
+{
+	size_t count = 0;
+	for (struct out *o = outs; o; o = o->next)
+		for (struct verify *v = o->verifies; v; v = v->next)
+			if (v->in_number == i->number)
+				count++;
+	return count;
+}
+
 /* db:result: the originating server asks to be believed; we ask its
  * authoritative server (XEP-0220 2.1.2). */
 static void in_dialback_result(struct in *i, struct pl_xnode *element)
@@ -1098,7 +1112,7 @@ static void in_dialback_result(struct in *i, struct pl_xnode *element)
 	char *key = pl_xnode_text(element);
 	if (!remote || !local) {
 		in_stream_error(i, "improper-addressing", "db:result needs 'from' and 'to'");
-	} else if (!pl_server_find_host(local)) {
+	} else if (!pl_router_is_local_domain(local)) {
 		struct pl_buf out = { 0 };
 		pl_buf_printf(&out, "<db:result from='%s' to='%s' type='error'><error type='cancel'>"
 				    "<item-not-found xmlns='" PL_NS_STANZAS "'/></error></db:result>",
@@ -1117,6 +1131,17 @@ static void in_dialback_result(struct in *i, struct pl_xnode *element)
 		pl_buf_free(&out);
 	} else if (!key[0]) {
 		in_stream_error(i, "bad-format", "db:result without a key");
+	} else if (pending_verifies(i) >= MAX_PENDING_VERIFIES) {
+		/* Each request makes us connect somewhere: bounded per stream. */
+		pl_log_session(PL_LOG_WARN, "s2s", i->log_id,
+			       "%s: too many dialback requests in flight; refusing %s",
+			       pl_conn_peer_address(i->conn), remote);
+		struct pl_buf out = { 0 };
+		pl_buf_printf(&out, "<db:result from='%s' to='%s' type='error'><error type='wait'>"
+				    "<resource-constraint xmlns='" PL_NS_STANZAS "'/></error></db:result>",
+			      local, remote);
+		pl_conn_write(i->conn, out.data, out.len);
+		pl_buf_free(&out);
 	} else {
 		request_verify(i, local, remote, i->stream_id, key);
 	}
@@ -1139,7 +1164,7 @@ static void in_dialback_verify(struct in *i, struct pl_xnode *element)
 	char *key = pl_xnode_text(element);
 	char expected[2 * SHA256_DIGEST_LENGTH + 1];
 	dialback_compute(from, to, id, expected);
-	bool valid = pl_server_find_host(to) && strlen(key) == strlen(expected) &&
+	bool valid = pl_router_is_local_domain(to) && strlen(key) == strlen(expected) &&
 		     CRYPTO_memcmp(key, expected, strlen(expected)) == 0;
 	free(key);
 	struct pl_buf out = { 0 };
