@@ -27,6 +27,7 @@
  * (self-signed peers: dialback over TLS), "refuse" refuses the domain.
  * Every authentication result is logged. */
 #include "s2s.h"
+#include "ack.h"
 #include "ctl/ctl.h"
 #include "hooks.h"
 #include "jid.h"
@@ -64,6 +65,7 @@
 #define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
 #define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
+#define NS_SM "urn:xmpp:sm:3"
 
 enum auth_policy { POLICY_DEFAULT, POLICY_CERTIFICATE, POLICY_DIALBACK, POLICY_REFUSE };
 static const char *const policy_names[] = { "default", "certificate", "dialback", "refuse",
@@ -138,6 +140,7 @@ struct remote {
 
 struct queued {
 	struct pl_xnode *stanza;        /* owned copy */
+	uint32_t seq;                   /* XEP-0198 number, once sent */
 	struct queued *next;
 };
 
@@ -169,6 +172,13 @@ struct out {
 	const char *auth_method;        /* "SASL EXTERNAL" / "dialback" once authenticated */
 	struct queued *queue, *queue_tail;
 	size_t queue_count;
+	/* XEP-0198 on the stream: stanzas written but not yet acknowledged
+	 * by the peer, kept (owned copies) so that they bounce rather than
+	 * vanish if the connection dies under them. */
+	bool sm_offered, sm_enabled, sm_ack_requested;
+	uint32_t sm_sent;
+	struct queued *unacked, *unacked_tail;
+	size_t unacked_count;
 	struct verify *verifies;        /* owned list */
 	int64_t last_used_ms;
 	struct out *next;
@@ -187,6 +197,10 @@ struct in {
 	char *peer;                     /* the stream's 'from', owned, may be NULL */
 	bool restart, start_tls, sasl_done;
 	const char *auth_method;        /* of the last domain authenticated */
+	/* XEP-0198: stanzas handled, acknowledged once routed or committed. */
+	bool sm_enabled, sm_ack_wanted;
+	uint32_t sm_received;
+	struct pl_ack_tracker *tracker; /* owned reference */
 	char **domains;                 /* authenticated remote domains, owned */
 	size_t domain_count, domain_cap;
 	struct in *prev, *next;
@@ -298,6 +312,12 @@ static void out_free(struct out *o)
 		pl_xnode_unref(&q->stanza);
 		free(q);
 	}
+	while (o->unacked) {
+		struct queued *q = o->unacked;
+		o->unacked = q->next;
+		pl_xnode_unref(&q->stanza);
+		free(q);
+	}
 	while (o->verifies) {
 		struct verify *v = o->verifies;
 		o->verifies = v->next;
@@ -320,6 +340,31 @@ static void out_free(struct out *o)
 	free(o);
 }
 
+/* The connection ended before the peer acknowledged these: they bounce
+ * (the peer may have got some of them, but a false error is better than
+ * a silent loss). */
+static void out_bounce_unacked(struct out *o, const char *why)
+{
+	struct queued *unacked = o->unacked;
+	size_t count = o->unacked_count;
+	o->unacked = o->unacked_tail = NULL;
+	o->unacked_count = 0;
+	if (!unacked)
+		return;
+	pl_log_session(PL_LOG_INFO, "s2s", o->log_id,
+		       "%s -> %s: %zu stanza%s not acknowledged by the peer bounce%s", o->local,
+		       o->remote, count, count == 1 ? "" : "s", count == 1 ? "s" : "");
+	char *text = pl_asprintf("%s: %s before the stanza was acknowledged", o->remote, why);
+	while (unacked) {
+		struct queued *q = unacked;
+		unacked = q->next;
+		pl_route_error(q->stanza, PL_ERR_REMOTE_SERVER_TIMEOUT, text);
+		pl_xnode_unref(&q->stanza);
+		free(q);
+	}
+	free(text);
+}
+
 /* The stream failed before it could carry the queue: every queued
  * stanza bounces, and the incoming streams waiting for a dialback
  * verification through it learn that it could not be done. */
@@ -331,6 +376,7 @@ static void out_fail(struct out *o, enum pl_stanza_error condition, const char *
 		       o->local, o->remote, why, o->queue_count, o->queue_count == 1 ? "" : "s",
 		       o->queue_count == 1 ? "s" : "");
 	o->state = OUT_CLOSING;
+	out_bounce_unacked(o, why);
 	struct queued *queue = o->queue;
 	o->queue = o->queue_tail = NULL;
 	o->queue_count = 0;
@@ -404,6 +450,29 @@ static void write_stanza(struct pl_conn *conn, const struct pl_xnode *stanza)
 	pl_buf_free(&out);
 }
 
+/* A stanza on an authenticated stream; with XEP-0198 it is kept until
+ * the peer acknowledges it, and an ack is asked for if none is pending. */
+static void out_send(struct out *o, const struct pl_xnode *stanza)
+{
+	write_stanza(o->conn, stanza);
+	o->last_used_ms = pl_now_ms();
+	if (!o->sm_enabled)
+		return;
+	struct queued *q = pl_calloc(1, sizeof(*q));
+	q->stanza = pl_xnode_copy(stanza);
+	q->seq = ++o->sm_sent;
+	if (o->unacked_tail)
+		o->unacked_tail->next = q;
+	else
+		o->unacked = q;
+	o->unacked_tail = q;
+	o->unacked_count++;
+	if (!o->sm_ack_requested) {
+		out_write(o, "<r xmlns='" NS_SM "'/>");
+		o->sm_ack_requested = true;
+	}
+}
+
 static void out_send_verifies(struct out *o)
 {
 	if (!o->features_seen_after_tls || o->state == OUT_CLOSING)
@@ -432,12 +501,19 @@ static void out_ready(struct out *o, const char *method)
 		o->deadline = NULL;
 	}
 	pl_log_session(PL_LOG_INFO, "s2s", o->log_id,
-		       "%s -> %s authenticated with %s; sending %zu queued stanza%s", o->local,
-		       o->remote, method, o->queue_count, o->queue_count == 1 ? "" : "s");
+		       "%s -> %s authenticated with %s; sending %zu queued stanza%s%s", o->local,
+		       o->remote, method, o->queue_count, o->queue_count == 1 ? "" : "s",
+		       o->sm_offered ? " with stream management" : "");
+	if (o->sm_offered) {
+		/* XEP-0198: the peer counts from the <enable/> on, so stanzas may
+		 * follow it at once. */
+		out_write(o, "<enable xmlns='" NS_SM "'/>");
+		o->sm_enabled = true;
+	}
 	while (o->queue) {
 		struct queued *q = o->queue;
 		o->queue = q->next;
-		write_stanza(o->conn, q->stanza);
+		out_send(o, q->stanza);
 		pl_xnode_unref(&q->stanza);
 		free(q);
 	}
@@ -470,6 +546,7 @@ static bool offers_external(const struct pl_xnode *features)
 
 static void out_features(struct out *o, struct pl_xnode *features)
 {
+	o->sm_offered = features_offer(features, "sm", NS_SM);
 	if (!pl_conn_is_tls(o->conn)) {
 		if (!features_offer(features, "starttls", NS_TLS)) {
 			out_stream_error(o, "policy-violation", "TLS is required");
@@ -553,6 +630,49 @@ static void out_verify_answer(struct out *o, struct pl_xnode *element)
 		       o->remote);
 }
 
+static void out_stream_management(struct out *o, struct pl_xnode *element)
+{
+	if (strcmp(element->name, "a") == 0 && o->sm_enabled) {
+		const char *text = pl_xnode_attr(element, "h");
+		char *end = NULL;
+		unsigned long h = text ? strtoul(text, &end, 10) : 0;
+		if (!text || *end || h > UINT32_MAX || pl_ack_after((uint32_t)h, o->sm_sent)) {
+			out_stream_error(o, "undefined-condition", "bad or too high h in <a/>");
+			return;
+		}
+		while (o->unacked && !pl_ack_after(o->unacked->seq, (uint32_t)h)) {
+			struct queued *q = o->unacked;
+			o->unacked = q->next;
+			pl_xnode_unref(&q->stanza);
+			free(q);
+			o->unacked_count--;
+		}
+		if (!o->unacked)
+			o->unacked_tail = NULL;
+		o->sm_ack_requested = false;
+		if (o->unacked) {
+			out_write(o, "<r xmlns='" NS_SM "'/>");
+			o->sm_ack_requested = true;
+		}
+	} else if (strcmp(element->name, "r") == 0) {
+		/* Nothing comes to us on an outgoing stream. */
+		out_write(o, "<a xmlns='" NS_SM "' h='0'/>");
+	} else if (strcmp(element->name, "failed") == 0 && o->sm_enabled) {
+		/* What was sent is then as handed over as without XEP-0198. */
+		pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s refused stream management",
+			       o->remote);
+		o->sm_enabled = false;
+		while (o->unacked) {
+			struct queued *q = o->unacked;
+			o->unacked = q->next;
+			pl_xnode_unref(&q->stanza);
+			free(q);
+		}
+		o->unacked_tail = NULL;
+		o->unacked_count = 0;
+	}
+}
+
 static void out_on_open(void *userdata, const char *name, const char *ns, const char *content_ns,
 			const char *const *attributes)
 {
@@ -606,6 +726,8 @@ static void out_on_element(void *userdata, struct pl_xnode *element)
 		}
 	} else if (is_element(element, "verify", NS_DIALBACK)) {
 		out_verify_answer(o, element);
+	} else if (element->ns && strcmp(element->ns, NS_SM) == 0) {
+		out_stream_management(o, element);
 	} else if (is_element(element, "error", PL_NS_STREAMS)) {
 		struct pl_xnode *condition = pl_xnode_first_element(element);
 		char *why = pl_asprintf("the peer sent stream error %s",
@@ -624,6 +746,7 @@ static void out_on_close(void *userdata)
 	struct out *o = userdata;
 	if (o->state == OUT_READY) {
 		pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s closed the stream", o->remote);
+		out_bounce_unacked(o, "the peer closed the stream");
 		out_write(o, "</stream:stream>");
 		o->state = OUT_CLOSING;
 		pl_conn_close_after_flush(o->conn);
@@ -832,8 +955,12 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 		o = out_new(from_jid.domain, to->domain);
 	pl_jid_free(&from_jid);
 	if (o->state == OUT_READY) {
-		write_stanza(o->conn, stanza);
-		o->last_used_ms = pl_now_ms();
+		if (o->unacked_count >= (size_t)conf.max_queue) {
+			pl_route_error(stanza, PL_ERR_RESOURCE_CONSTRAINT,
+				       "too many stanzas wait for this remote server's acknowledgement");
+			return;
+		}
+		out_send(o, stanza);
 		return;
 	}
 	if (o->queue_count >= (size_t)conf.max_queue) {
@@ -890,6 +1017,7 @@ static void in_free(struct in *i)
 	for (size_t d = 0; d < i->domain_count; d++)
 		free(i->domains[d]);
 	free(i->domains);
+	pl_ack_tracker_detach(i->tracker);
 	free(i->peer);
 	free(i->local);
 	pl_xml_stream_free(i->parser);
@@ -979,6 +1107,7 @@ static void in_send_features(struct in *i)
 	if (!pl_conn_is_tls(i->conn)) {
 		pl_buf_puts(&out, "<starttls xmlns='" NS_TLS "'><required/></starttls>");
 	} else if (!i->sasl_done) {
+		pl_buf_puts(&out, "<sm xmlns='" NS_SM "'/>");
 		const char *why = NULL;
 		enum auth_policy policy = policy_of(i->peer);
 		if (i->peer && policy != POLICY_REFUSE &&
@@ -988,6 +1117,8 @@ static void in_send_features(struct in *i)
 		if (policy == POLICY_DIALBACK || !i->peer)
 			pl_buf_puts(&out, "<dialback xmlns='" NS_DIALBACK_FEATURE "'><errors/></dialback>");
 	}
+	if (pl_conn_is_tls(i->conn) && i->sasl_done)
+		pl_buf_puts(&out, "<sm xmlns='" NS_SM "'/>");
 	pl_buf_puts(&out, "</stream:features>");
 	pl_conn_write(i->conn, out.data, out.len);
 	pl_buf_free(&out);
@@ -1228,6 +1359,45 @@ static void in_stanza(struct in *i, struct pl_xnode *stanza)
 	pl_route(stanza, NULL);
 }
 
+static void in_send_ack(struct in *i)
+{
+	char a[80];
+	snprintf(a, sizeof(a), "<a xmlns='" NS_SM "' h='%u'/>", pl_ack_durable(i->tracker));
+	pl_conn_write(i->conn, a, strlen(a));
+}
+
+/* The durable count moved on after a commit: a peer that asked learns. */
+static void on_in_durable(void *owner, uint32_t durable)
+{
+	struct in *i = owner;
+	if (i->state != IN_CLOSING && i->sm_ack_wanted) {
+		in_send_ack(i);
+		if (durable == i->sm_received)
+			i->sm_ack_wanted = false;
+	}
+}
+
+static void in_stream_management(struct in *i, struct pl_xnode *element)
+{
+	if (strcmp(element->name, "enable") == 0) {
+		if (i->domain_count == 0 || i->sm_enabled) {
+			pl_conn_write(i->conn, "<failed xmlns='" NS_SM "'><unexpected-request xmlns='"
+					       PL_NS_STANZAS "'/></failed>",
+				      strlen("<failed xmlns='" NS_SM "'><unexpected-request xmlns='"
+					     PL_NS_STANZAS "'/></failed>"));
+			return;
+		}
+		i->sm_enabled = true;
+		i->tracker = pl_ack_tracker_new(on_in_durable, i, 0);
+		pl_conn_write(i->conn, "<enabled xmlns='" NS_SM "'/>",
+			      strlen("<enabled xmlns='" NS_SM "'/>"));
+	} else if (strcmp(element->name, "r") == 0 && i->sm_enabled) {
+		/* Acknowledged: routed to a live stream or committed (ack.h). */
+		in_send_ack(i);
+		i->sm_ack_wanted = pl_ack_durable(i->tracker) != i->sm_received;
+	}
+}
+
 static void in_on_element(void *userdata, struct pl_xnode *element)
 {
 	struct in *i = userdata;
@@ -1250,10 +1420,18 @@ static void in_on_element(void *userdata, struct pl_xnode *element)
 		in_dialback_result(i, element);
 	} else if (is_element(element, "verify", NS_DIALBACK)) {
 		in_dialback_verify(i, element);
+	} else if (element->ns && strcmp(element->ns, NS_SM) == 0) {
+		in_stream_management(i, element);
 	} else if (element->ns && strcmp(element->ns, NS_SERVER) == 0 &&
 		   (strcmp(element->name, "message") == 0 || strcmp(element->name, "presence") == 0 ||
 		    strcmp(element->name, "iq") == 0)) {
-		in_stanza(i, element);
+		if (i->sm_enabled) {
+			pl_ack_begin(i->tracker, ++i->sm_received);
+			in_stanza(i, element);
+			pl_ack_end();
+		} else {
+			in_stanza(i, element);
+		}
 	} else if (i->domain_count == 0) {
 		in_stream_error(i, "not-authorized", "authenticate first");
 	} else {
@@ -1354,7 +1532,9 @@ static void on_idle_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	int64_t now = pl_now_ms();
 	for (struct out *o = outs; o; o = o->next) {
-		if (o->state != OUT_READY || now - o->last_used_ms < conf.idle_timeout_ms)
+		/* Not while the peer still owes acknowledgements. */
+		if (o->state != OUT_READY || now - o->last_used_ms < conf.idle_timeout_ms ||
+		    o->unacked_count)
 			continue;
 		pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s -> %s idle: closing", o->local,
 			       o->remote);

@@ -9,8 +9,10 @@
  * raw remote server that authenticated a.localhost by dialback (with the
  * key A's configured secret gives) may send from a.localhost but gets
  * invalid-from for another domain and not-authorized before
- * authenticating, a wrong dialback key is refused, and an idle stream
- * closes and is made again by the next stanza.
+ * authenticating, a wrong dialback key is refused, an idle stream
+ * closes and is made again by the next stanza, and with XEP-0198 on the
+ * stream a stanza the peer never acknowledged bounces when the
+ * connection dies (a raw TLS peer of the test's own plays that server).
  * Part 2, the default policy (valid certificates only) refuses the
  * self-signed peer: the stanza bounces.
  * Part 3, certificates from a CA the test makes and both servers trust
@@ -31,6 +33,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +157,106 @@ static int silent_listener(int *port)
 	return fd;
 }
 
+/* ---- a raw remote server that a.localhost connects to ---------------------- */
+
+struct raw_peer {
+	int fd;
+	SSL_CTX *ctx;
+	SSL *ssl;
+	char buf[65536];
+	size_t len;
+};
+
+static bool peer_send(struct raw_peer *p, const char *text)
+{
+	size_t len = strlen(text);
+	if (p->ssl)
+		return SSL_write(p->ssl, text, (int)len) == (int)len;
+	return write(p->fd, text, len) == (ssize_t)len;
+}
+
+/* Reads until `needle` arrived, then drops everything up to its end. */
+static bool peer_wait(struct raw_peer *p, const char *needle, int timeout_ms)
+{
+	for (int waited = 0; waited <= timeout_ms;) {
+		p->buf[p->len] = '\0';
+		char *at = strstr(p->buf, needle);
+		if (at) {
+			size_t end = (size_t)(at - p->buf) + strlen(needle);
+			memmove(p->buf, p->buf + end, p->len - end);
+			p->len -= end;
+			return true;
+		}
+		if (!(p->ssl && SSL_pending(p->ssl) > 0)) {
+			struct pollfd poll_fd = { .fd = p->fd, .events = POLLIN };
+			if (poll(&poll_fd, 1, 100) <= 0) {
+				waited += 100;
+				continue;
+			}
+		}
+		ssize_t n = p->ssl ? SSL_read(p->ssl, p->buf + p->len, (int)(sizeof(p->buf) - 1 - p->len))
+				   : read(p->fd, p->buf + p->len, sizeof(p->buf) - 1 - p->len);
+		if (n <= 0)
+			return false;
+		p->len += (size_t)n;
+	}
+	return false;
+}
+
+/* Plays raw.localhost for a.localhost's outgoing stream: STARTTLS (with
+ * a's own self-signed certificate: a allows dialback for it), dialback
+ * (it simply says valid: it is the receiving server) and XEP-0198. */
+static bool peer_accept(struct raw_peer *p, int listener, const struct side *a)
+{
+	memset(p, 0, sizeof(*p));
+	p->fd = -1;
+	struct pollfd poll_fd = { .fd = listener, .events = POLLIN };
+	if (poll(&poll_fd, 1, 10000) <= 0)
+		return false;
+	p->fd = accept(listener, NULL, NULL);
+	if (p->fd < 0 || !peer_wait(p, "version='1.0'>", 5000))
+		return false;
+	peer_send(p, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+		     "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
+		     "id='raw1' from='raw.localhost' to='a.localhost' version='1.0'><stream:features>"
+		     "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+		     "</stream:features>");
+	if (!peer_wait(p, "<starttls", 5000))
+		return false;
+	peer_send(p, "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+	p->len = 0;
+	char cert[512], key[512];
+	snprintf(cert, sizeof(cert), "%s/certs/a.localhost.crt", a->server.storage_path);
+	snprintf(key, sizeof(key), "%s/certs/a.localhost.key", a->server.storage_path);
+	p->ctx = SSL_CTX_new(TLS_server_method());
+	if (SSL_CTX_use_certificate_file(p->ctx, cert, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(p->ctx, key, SSL_FILETYPE_PEM) != 1)
+		return false;
+	p->ssl = SSL_new(p->ctx);
+	SSL_set_fd(p->ssl, p->fd);
+	if (SSL_accept(p->ssl) != 1 || !peer_wait(p, "version='1.0'>", 5000))
+		return false;
+	peer_send(p, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+		     "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
+		     "id='raw2' from='raw.localhost' to='a.localhost' version='1.0'><stream:features>"
+		     "<dialback xmlns='urn:xmpp:features:dialback'/><sm xmlns='urn:xmpp:sm:3'/>"
+		     "</stream:features>");
+	if (!peer_wait(p, "</db:result>", 5000))
+		return false;
+	return peer_send(p, "<db:result from='raw.localhost' to='a.localhost' type='valid'/>");
+}
+
+/* The connection dies: no close_notify, no </stream:stream>. */
+static void peer_drop(struct raw_peer *p)
+{
+	if (p->ssl)
+		SSL_free(p->ssl);
+	if (p->ctx)
+		SSL_CTX_free(p->ctx);
+	if (p->fd >= 0)
+		close(p->fd);
+}
+
 static bool start_pair(struct side *a, struct side *b, const char *a_attributes,
 		       const char *b_attributes, const char *a_host, const char *b_host,
 		       const char *a_extra)
@@ -170,14 +273,16 @@ static bool start_pair(struct side *a, struct side *b, const char *a_attributes,
 static void dialback_part(struct side *a, struct side *b)
 {
 	int dead_port = ph_free_port();
-	int silent_port = 0;
+	int silent_port = 0, raw_port = 0;
 	int silent_fd = silent_listener(&silent_port);
-	char extra[512];
+	int raw_fd = silent_listener(&raw_port);
+	char extra[768];
 	snprintf(extra, sizeof(extra),
 		 "  <remote name=\"dead.localhost\" route=\"127.0.0.1:%d\"/>\n"
 		 "  <remote name=\"silent.localhost\" route=\"127.0.0.1:%d\"/>\n"
-		 "  <remote name=\"refused.localhost\" authentication=\"refuse\"/>\n",
-		 dead_port, silent_port);
+		 "  <remote name=\"refused.localhost\" authentication=\"refuse\"/>\n"
+		 "  <remote name=\"raw.localhost\" route=\"127.0.0.1:%d\"/>\n",
+		 dead_port, silent_port, raw_port);
 	bool started = start_pair(a, b,
 				  "authentication=\"dialback\" dialback-secret=\"a-secret\" "
 				  "idle-timeout=\"1s\" negotiation-timeout=\"1s\" connect-timeout=\"1s\"",
@@ -217,6 +322,8 @@ static void dialback_part(struct side *a, struct side *b)
 	   "a's outgoing stream authenticated with dialback");
 	ok(ph_wait_log(&b->server, "incoming stream from a.localhost authenticated with dialback", 5000),
 	   "b verified a.localhost with a's authoritative server");
+	ok(ph_wait_log(&a->server, "authenticated with dialback; sending 5 queued stanzas with stream management", 5000),
+	   "the stream uses XEP-0198 (b offers it)");
 
 	/* And back. */
 	raw_client_send(bob, "<message to='alice@a.localhost/desk' type='chat' id='r1'><body>hello alice</body></message>");
@@ -341,6 +448,28 @@ static void dialback_part(struct side *a, struct side *b)
 		free(answer);
 		raw_client_free(mallory);
 	}
+
+	/* XEP-0198 on the stream: acknowledged stanzas are done, a stanza the
+	 * peer never acknowledged bounces when the connection dies. */
+	raw_client_send(alice, "<message to='x@raw.localhost' type='chat' id='u0'><body>acked</body></message>");
+	struct raw_peer peer;
+	bool accepted = peer_accept(&peer, raw_fd, a);
+	ok(accepted, "a connects to the raw peer and authenticates with dialback");
+	ok(accepted && peer_wait(&peer, "<enable xmlns='urn:xmpp:sm:3'/>", 5000), "and enables stream management");
+	ok(accepted && peer_wait(&peer, "acked", 5000), "the first message arrives");
+	ok(accepted && peer_wait(&peer, "<r xmlns='urn:xmpp:sm:3'/>", 5000), "with a request for an ack");
+	if (accepted) {
+		peer_send(&peer, "<enabled xmlns='urn:xmpp:sm:3'/><a xmlns='urn:xmpp:sm:3' h='1'/>");
+		raw_client_send(alice, "<message to='x@raw.localhost' type='chat' id='u1'><body>never acked</body></message>");
+		ok(peer_wait(&peer, "never acked", 5000), "the second message arrives, and is not acknowledged");
+	}
+	peer_drop(&peer);
+	answer = raw_client_wait(alice, "id='u1'", 10000);
+	has_str(answer, "<remote-server-timeout", "when the connection dies it bounces to alice");
+	free(answer);
+	raw_client_sync(alice);
+	is_int(raw_client_count(alice, "id='u0'"), 0, "the acknowledged one does not");
+	close(raw_fd);
 
 	/* Idle streams close; the next stanza opens a new one. */
 	ok(ph_wait_log(&a->server, "a.localhost -> b.localhost idle: closing", 10000),
