@@ -463,6 +463,20 @@ int pl_component_start(struct event_base *base, const struct pl_config *config, 
 	return 0;
 }
 
+bool pl_component_begin_shutdown(void)
+{
+	pl_listener_close(listener);
+	listener = NULL;
+	for (struct stream *s = streams; s; s = s->next)
+		stream_error(s, "system-shutdown", "the server is shutting down");
+	return streams != NULL;
+}
+
+bool pl_component_idle(void)
+{
+	return streams == NULL;
+}
+
 void pl_component_stop(void)
 {
 	pl_listener_close(listener);

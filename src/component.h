@@ -15,8 +15,11 @@ struct event_base;
 /* Reads <components> and <component>, registers the domains, opens the
  * listener. 0 or -errno with *error. Nothing configured: nothing done. */
 int pl_component_start(struct event_base *base, const struct pl_config *config, char **error);
-/* Ends every component stream with <system-shutdown/>, closes the
- * listener and frees everything. */
+/* Stops accepting and ends every component stream with
+ * <system-shutdown/>; true while streams are still closing. */
+bool pl_component_begin_shutdown(void);
+bool pl_component_idle(void);
+/* Frees whatever is left, and the domains. */
 void pl_component_stop(void);
 
 #endif

@@ -99,15 +99,20 @@ static int write_pidfile(const char *path, char **error)
 static void check_drained(evutil_socket_t fd, short what, void *arg)
 {
 	int64_t *deadline = arg;
-	if (pl_c2s_idle() || pl_now_ms() >= *deadline)
+	if ((pl_c2s_idle() && pl_s2s_idle() && pl_component_idle()) || pl_now_ms() >= *deadline)
 		event_base_loopbreak(pl_server.base);
 }
 
-/* Sends <system-shutdown/> to every client and lets the loop run until
- * they are gone or two seconds passed, so the errors reach them. */
+/* Sends <system-shutdown/> to every client, server and component and
+ * lets the loop run until they are gone or two seconds passed, so the
+ * errors reach them (and no connection is freed with callbacks still
+ * pending in the loop). */
 static void drain_streams(void)
 {
-	if (!pl_c2s_begin_shutdown())
+	bool busy = pl_c2s_begin_shutdown();
+	busy = pl_s2s_begin_shutdown() || busy;
+	busy = pl_component_begin_shutdown() || busy;
+	if (!busy)
 		return;
 	int64_t deadline = pl_now_ms() + 2000;
 	struct event *tick = event_new(pl_server.base, -1, EV_PERSIST, check_drained, &deadline);

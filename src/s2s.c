@@ -1663,6 +1663,31 @@ int pl_s2s_start(struct event_base *base, const struct pl_config *config, char *
 	return 0;
 }
 
+bool pl_s2s_begin_shutdown(void)
+{
+	pl_listener_close(plain_listener);
+	pl_listener_close(tls_listener);
+	plain_listener = tls_listener = NULL;
+	for (struct in *i = ins; i; i = i->next)
+		in_stream_error(i, "system-shutdown", "the server is shutting down");
+	struct out *next;
+	for (struct out *o = outs; o; o = next) {
+		next = o->next;
+		if (o->state == OUT_CLOSING)
+			continue;
+		if (o->conn)
+			out_write(o, "</stream:stream>");
+		/* May free o (when it has no connection yet). */
+		out_fail(o, PL_ERR_REMOTE_SERVER_TIMEOUT, "the server is shutting down");
+	}
+	return ins != NULL || outs != NULL;
+}
+
+bool pl_s2s_idle(void)
+{
+	return ins == NULL && outs == NULL;
+}
+
 void pl_s2s_stop(void)
 {
 	pl_listener_close(plain_listener);

@@ -16,7 +16,12 @@
 struct event_base;
 
 int pl_s2s_start(struct event_base *base, const struct pl_config *config, char **error);
-/* Ends every stream (queued stanzas bounce) and frees everything. */
+/* Stops accepting, ends every stream (system-shutdown for incoming ones;
+ * what waits on outgoing ones bounces); true while streams are still
+ * closing, so the loop should run a little longer. */
+bool pl_s2s_begin_shutdown(void);
+bool pl_s2s_idle(void);
+/* Frees whatever is left (after pl_s2s_begin_shutdown and the loop). */
 void pl_s2s_stop(void);
 
 #endif
