@@ -84,6 +84,8 @@ struct s2s_conf {
 	uint64_t max_stanza_size;
 	int64_t max_queue;
 	char *dns_server;               /* tests: "127.0.0.1:port" */
+	int64_t max_unauthenticated;
+	int64_t max_streams_per_domain;
 };
 
 static const struct pl_option s2s_options[] = {
@@ -111,6 +113,12 @@ static const struct pl_option s2s_options[] = {
 	  "stanzas waiting for one remote domain's stream" },
 	{ "dns-server", PL_OPT_STRING, NULL, 0, 0, NULL, offsetof(struct s2s_conf, dns_server),
 	  "ask this DNS server (address:port) instead of the system's" },
+	{ "max-unauthenticated", PL_OPT_INT, "100", 1, 100000, NULL,
+	  offsetof(struct s2s_conf, max_unauthenticated),
+	  "incoming streams not yet authenticated, in all" },
+	{ "max-streams-per-domain", PL_OPT_INT, "10", 1, 10000, NULL,
+	  offsetof(struct s2s_conf, max_streams_per_domain),
+	  "incoming streams from one remote domain" },
 	{ NULL }
 };
 
@@ -1164,6 +1172,17 @@ static void in_on_open(void *userdata, const char *name, const char *ns, const c
 		in_stream_error(i, "policy-violation", "federation with this domain is refused");
 		return;
 	}
+	if (peer) {
+		int64_t same = 0;
+		for (struct in *other = ins; other; other = other->next)
+			if (other != i && other->state != IN_CLOSING && other->peer &&
+			    strcmp(other->peer, peer) == 0)
+				same++;
+		if (same >= conf.max_streams_per_domain) {
+			in_stream_error(i, "policy-violation", "too many streams from this domain");
+			return;
+		}
+	}
 	i->state = IN_NEGOTIATING;
 	struct pl_buf out = { 0 };
 	pl_buf_printf(&out, "<?xml version='1.0'?><stream:stream xmlns='" NS_SERVER "' "
@@ -1496,6 +1515,23 @@ static const struct pl_conn_callbacks in_conn_callbacks = { in_on_data, in_on_co
 
 static void accept_stream(int fd, const struct sockaddr *peer, socklen_t peer_len, bool direct)
 {
+	/* Unauthenticated streams cost memory and TLS handshakes for nothing
+	 * in return: bounded in all (each one also times out). */
+	int64_t unauthenticated = 0;
+	for (struct in *i = ins; i; i = i->next)
+		if (i->domain_count == 0 && i->state != IN_CLOSING)
+			unauthenticated++;
+	if (unauthenticated >= conf.max_unauthenticated) {
+		static int64_t logged_ms;
+		if (pl_now_ms() - logged_ms > 60000) {
+			logged_ms = pl_now_ms();
+			pl_log(PL_LOG_WARN, "s2s", "%lld unauthenticated incoming streams: refusing "
+						  "new ones (logged once a minute)",
+			       (long long)unauthenticated);
+		}
+		close(fd);
+		return;
+	}
 	struct in *i = pl_calloc(1, sizeof(*i));
 	i->conn = pl_conn_new(loop, fd, peer, peer_len,
 			      direct ? PL_TLS_ALPN_XMPP_SERVER : PL_TLS_ALPN_NONE, &in_conn_callbacks,

@@ -121,17 +121,18 @@ static bool attribute(const char *element, const char *name, char *out, size_t s
 }
 
 /* A raw remote server connected to b's direct TLS s2s port, claiming
- * a.localhost; returns the stream id B gave it. */
-static struct raw_client *raw_server(const struct side *b, char *id, size_t id_size)
+ * `from`; returns the stream id B gave it. */
+static struct raw_client *raw_server_from(const struct side *b, const char *from, char *id,
+					  size_t id_size)
 {
 	struct raw_client *c = raw_client_connect(b->s2s_tls_port, true);
 	if (!c)
 		return NULL;
 	raw_client_send(c, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
 			   "xmlns:stream='http://etherx.jabber.org/streams' "
-			   "xmlns:db='jabber:server:dialback' from='a.localhost' to='%s' "
+			   "xmlns:db='jabber:server:dialback' from='%s' to='%s' "
 			   "version='1.0'>",
-			b->domain);
+			from, b->domain);
 	char *header = raw_client_wait(c, "<stream:stream", 5000);
 	bool have = attribute(header, "id", id, id_size);
 	free(header);
@@ -142,6 +143,21 @@ static struct raw_client *raw_server(const struct side *b, char *id, size_t id_s
 		return NULL;
 	}
 	return c;
+}
+
+static struct raw_client *raw_server(const struct side *b, char *id, size_t id_size)
+{
+	return raw_server_from(b, "a.localhost", id, id_size);
+}
+
+static bool no_unauthenticated_streams(void *arg)
+{
+	const char *args[] = { "s2s", NULL };
+	char *out = NULL;
+	ph_ctl(arg, args, NULL, &out, NULL);
+	bool none = out && !strstr(out, "not authenticated");
+	free(out);
+	return none;
 }
 
 /* A listening socket that never answers: connections hang in the backlog. */
@@ -286,7 +302,9 @@ static void dialback_part(struct side *a, struct side *b)
 	bool started = start_pair(a, b,
 				  "authentication=\"dialback\" dialback-secret=\"a-secret\" "
 				  "idle-timeout=\"1s\" negotiation-timeout=\"1s\" connect-timeout=\"1s\"",
-				  "authentication=\"dialback\"", NULL, NULL, extra);
+				  "authentication=\"dialback\" max-streams-per-domain=\"2\" "
+				  "max-unauthenticated=\"4\"",
+				  NULL, NULL, extra);
 	if (!ok(started, "a.localhost and b.localhost start with federation (dialback allowed)"))
 		return;
 	ph_add_user_at(&a->server, "alice", "a.localhost");
@@ -393,8 +411,44 @@ static void dialback_part(struct side *a, struct side *b)
 	has_str(answer, "<remote-server-not-found", "a refused domain bounces at once");
 	free(answer);
 
-	/* A raw remote server: not-authorized before authentication. */
+	/* Limits on incoming streams: two per remote domain, four not yet
+	 * authenticated in all (b's only authenticated stream is a's now). */
 	char id[128];
+	struct raw_client *c1 = raw_server_from(b, "c.localhost", id, sizeof(id));
+	struct raw_client *c2 = raw_server_from(b, "c.localhost", id, sizeof(id));
+	ok(c1 && c2, "two streams from c.localhost are accepted");
+	struct raw_client *c3 = raw_client_connect(b->s2s_tls_port, true);
+	if (c3)
+		raw_client_send(c3, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+				    "xmlns:stream='http://etherx.jabber.org/streams' from='c.localhost' "
+				    "to='b.localhost' version='1.0'>");
+	answer = c3 ? raw_client_wait(c3, "<stream:error", 5000) : NULL;
+	has_str(answer, "<policy-violation", "a third from the same domain: policy-violation");
+	free(answer);
+	/* Accepted in order: x and y are b's by the time z comes. */
+	struct raw_client *x = raw_client_connect(b->s2s_port, false);
+	struct raw_client *y = raw_client_connect(b->s2s_port, false);
+	struct raw_client *z = raw_client_connect(b->s2s_port, false);
+	if (z)
+		raw_client_send(z, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+				   "xmlns:stream='http://etherx.jabber.org/streams' to='b.localhost' "
+				   "version='1.0'>");
+	answer = z ? raw_client_wait(z, "<stream:stream", 3000) : NULL;
+	ok(x && y && z && !answer && raw_client_closed(z),
+	   "a fifth unauthenticated stream is closed at once");
+	free(answer);
+	ok(ph_wait_log(&b->server, "unauthenticated incoming streams: refusing", 5000),
+	   "and b says why");
+	raw_client_free(c1);
+	raw_client_free(c2);
+	raw_client_free(c3);
+	raw_client_free(x);
+	raw_client_free(y);
+	raw_client_free(z);
+	ok(ph_wait_for(no_unauthenticated_streams, &b->server, 10000),
+	   "b forgets the closed streams");
+
+	/* A raw remote server: not-authorized before authentication. */
 	struct raw_client *mallory = raw_server(b, id, sizeof(id));
 	ok(mallory != NULL, "a raw server opens a stream to b over direct TLS");
 	if (mallory) {
