@@ -216,6 +216,40 @@ SSL *pl_tls_new_client(const char *local_domain, const char *remote_domain, bool
 	return ssl;
 }
 
+/* id-on-dnsSRV "_xmpp-server.<domain>" (RFC 4985) or id-on-xmppAddr
+ * "<domain>" among the subjectAltNames. */
+static bool names_domain_otherwise(X509 *cert, const char *domain)
+{
+	GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	bool found = false;
+	char *srv_id = pl_asprintf("_xmpp-server.%s", domain);
+	for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+		const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, i);
+		if (name->type != GEN_OTHERNAME)
+			continue;
+		int nid = OBJ_obj2nid(name->d.otherName->type_id);
+		const ASN1_TYPE *value = name->d.otherName->value;
+		char oid[64];
+		OBJ_obj2txt(oid, sizeof(oid), name->d.otherName->type_id, 1);
+		bool xmpp_addr = strcmp(oid, "1.3.6.1.5.5.7.8.5") == 0;
+		bool dns_srv = nid == NID_SRVName || strcmp(oid, "1.3.6.1.5.5.7.8.7") == 0;
+		const ASN1_STRING *text = NULL;
+		if (xmpp_addr && value->type == V_ASN1_UTF8STRING)
+			text = value->value.utf8string;
+		else if (dns_srv && value->type == V_ASN1_IA5STRING)
+			text = value->value.ia5string;
+		if (!text)
+			continue;
+		const char *expected = xmpp_addr ? domain : srv_id;
+		size_t len = (size_t)ASN1_STRING_length(text);
+		found = len == strlen(expected) &&
+			strncasecmp((const char *)ASN1_STRING_get0_data(text), expected, len) == 0;
+	}
+	free(srv_id);
+	GENERAL_NAMES_free(names);
+	return found;
+}
+
 bool pl_tls_peer_verified(SSL *ssl, const char *domain, const char **why)
 {
 	X509 *cert = SSL_get0_peer_certificate(ssl);
@@ -229,8 +263,10 @@ bool pl_tls_peer_verified(SSL *ssl, const char *domain, const char **why)
 		return false;
 	}
 	/* RFC 6125 6.4: a DNS-ID (or, without any subjectAltName, the CN)
-	 * matching the domain; a wildcard only as the whole left-most label. */
-	if (X509_check_host(cert, domain, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) != 1) {
+	 * matching the domain; a wildcard only as the whole left-most label.
+	 * Else an SRV-ID or an XmppAddr naming it (RFC 6120 13.7.1.2). */
+	if (X509_check_host(cert, domain, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) != 1 &&
+	    !names_domain_otherwise(cert, domain)) {
 		*why = "the certificate does not name the domain";
 		return false;
 	}

@@ -16,7 +16,8 @@
  * Part 2, the default policy (valid certificates only) refuses the
  * self-signed peer: the stanza bounces.
  * Part 3, certificates from a CA the test makes and both servers trust
- * (ca-file): SASL EXTERNAL both ways.
+ * (ca-file): SASL EXTERNAL both ways; a.localhost's certificate names it
+ * with a DNS-ID, b.localhost's only with an XmppAddr (neither in the CN).
  * Part 4, RFC 6121 across the two servers: offline storage and archiving
  * of a remote sender's message, the subscription handshake to 'both',
  * presence broadcast, probes at login and unavailable at logout.
@@ -569,10 +570,13 @@ static bool make_certificates(const char *dir)
 		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2"
 		 " -subj /CN=TestCA -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE"
 		 " -addext keyUsage=critical,keyCertSign 2>/dev/null;"
+		 "printf 'subjectAltName=DNS:a.localhost\\nextendedKeyUsage=serverAuth,clientAuth\\n'"
+		 " > a.localhost.ext;"
+		 "printf 'subjectAltName=otherName:1.3.6.1.5.5.7.8.5;UTF8:b.localhost\\n"
+		 "extendedKeyUsage=serverAuth,clientAuth\\n' > b.localhost.ext;"
 		 "for h in a.localhost b.localhost; do"
-		 " openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=$h"
+		 " openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=server-$h"
 		 "  -keyout $h.key -out $h.csr 2>/dev/null;"
-		 " printf 'subjectAltName=DNS:%%s\\nextendedKeyUsage=serverAuth,clientAuth\\n' $h > $h.ext;"
 		 " openssl x509 -req -in $h.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
 		 "  -extfile $h.ext -out $h.pem 2>/dev/null;"
 		 "done",
