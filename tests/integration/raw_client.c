@@ -109,6 +109,12 @@ static void restart_parser(struct raw_client *c)
 
 struct raw_client *raw_client_connect(int port, bool tls)
 {
+	return raw_client_connect_sni(port, tls ? "localhost" : NULL);
+}
+
+struct raw_client *raw_client_connect_sni(int port, const char *sni)
+{
+	bool tls = sni != NULL;
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in address = { .sin_family = AF_INET,
 				       .sin_port = htons((uint16_t)port),
@@ -124,7 +130,7 @@ struct raw_client *raw_client_connect(int port, bool tls)
 		c->tls_context = SSL_CTX_new(TLS_client_method());
 		c->tls = SSL_new(c->tls_context);
 		SSL_set_fd(c->tls, fd);
-		SSL_set_tlsext_host_name(c->tls, "localhost");
+		SSL_set_tlsext_host_name(c->tls, sni);
 		if (SSL_connect(c->tls) != 1) {
 			raw_client_free(c);
 			return NULL;
