@@ -2,7 +2,8 @@
  * the identities and features that every loaded module declared through
  * pl_feature/pl_identity (so the list is never kept by hand and cannot
  * drift from what is loaded); disco#items lists the services that
- * modules host on subdomains (MUC...), collected through the
+ * the core and modules host on subdomains (MUC, connected components),
+ * collected through the
  * "disco/items" hook (data: struct pl_disco_items). The operator's contact
  * addresses (XEP-0157: abuse, admin, security, support...) go into the
  * server's disco#info as a serverinfo form, so that other operators and

@@ -864,11 +864,18 @@ static int on_presence_broadcast(struct pl_event *event, void *userdata)
 	if (!e->initial)
 		return PL_CONTINUE;
 	/* Probes (4.3): the new resource learns its contacts' presence. Local
-	 * contacts are answered from their sessions directly. */
+	 * contacts are answered from their sessions directly; remote ones get
+	 * a probe from the bare JID (4.3.1), which their server answers with
+	 * their current presence, to every resource of the user. */
 	FOR_EACH_ITEM(r, it) {
-		if (!(it->subscription & SUB_TO) || strcmp(it->jid, r->owner) == 0 ||
-		    !is_local(it->jid))
+		if (!(it->subscription & SUB_TO) || strcmp(it->jid, r->owner) == 0)
 			continue;
+		if (!is_local(it->jid)) {
+			if (!pl_router_is_local_domain(strchr(it->jid, '@') ? strchr(it->jid, '@') + 1
+									    : it->jid))
+				send_presence(r->owner, it->jid, "probe");
+			continue;
+		}
 		struct roster *theirs = roster_get(it->jid);
 		struct item *back = theirs ? roster_find(theirs, r->owner) : NULL;
 		if (back && (back->subscription & SUB_FROM)) {

@@ -11,6 +11,8 @@
 #include "c2s.h"
 #include "http.h"
 #include "websocket.h"
+#include "component.h"
+#include "s2s.h"
 #include "counters.h"
 #include "router.h"
 #include "ctl/ctl.h"
@@ -100,15 +102,20 @@ static int write_pidfile(const char *path, char **error)
 static void check_drained(evutil_socket_t fd, short what, void *arg)
 {
 	int64_t *deadline = arg;
-	if (pl_c2s_idle() || pl_now_ms() >= *deadline)
+	if ((pl_c2s_idle() && pl_s2s_idle() && pl_component_idle()) || pl_now_ms() >= *deadline)
 		event_base_loopbreak(pl_server.base);
 }
 
-/* Sends <system-shutdown/> to every client and lets the loop run until
- * they are gone or two seconds passed, so the errors reach them. */
+/* Sends <system-shutdown/> to every client, server and component and
+ * lets the loop run until they are gone or two seconds passed, so the
+ * errors reach them (and no connection is freed with callbacks still
+ * pending in the loop). */
 static void drain_streams(void)
 {
-	if (!pl_c2s_begin_shutdown())
+	bool busy = pl_c2s_begin_shutdown();
+	busy = pl_s2s_begin_shutdown() || busy;
+	busy = pl_component_begin_shutdown() || busy;
+	if (!busy)
 		return;
 	int64_t deadline = pl_now_ms() + 2000;
 	struct event *tick = event_new(pl_server.base, -1, EV_PERSIST, check_drained, &deadline);
@@ -132,9 +139,11 @@ static void shut_down(struct event **signals, size_t signal_count)
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	pl_ctl_server_stop();
+	pl_s2s_stop();
 	pl_bosh_stop();
 	pl_c2s_stop();
 	pl_http_stop();
+	pl_component_stop();
 	pl_accounts_shutdown();
 	/* The store before the modules: writes still in flight end with a
 	 * completion (and hooks) that may run module code. A module's unload
@@ -276,7 +285,9 @@ int main(int argc, char **argv)
 	    pl_c2s_start(pl_server.base, pl_server.config, &error) != 0 ||
 	    pl_websocket_start(pl_server.config, &error) != 0 ||
 	    pl_bosh_start(pl_server.base, pl_server.config, &error) != 0 ||
-	    pl_http_start(pl_server.base, pl_server.config, &error) != 0) {
+	    pl_http_start(pl_server.base, pl_server.config, &error) != 0 ||
+	    pl_component_start(pl_server.base, pl_server.config, &error) != 0 ||
+	    pl_s2s_start(pl_server.base, pl_server.config, &error) != 0) {
 		pl_log(PL_LOG_ERROR, "core", "%s", error);
 		goto out;
 	}

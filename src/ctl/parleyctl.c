@@ -49,6 +49,7 @@ static void usage(FILE *out)
 		"  reload           re-read the configuration (as SIGHUP)\n"
 		"  stop             shut parleyd down cleanly\n"
 		"  delete-archive JID  delete an account's message archive (module mam)\n"
+		"  s2s              federation streams: direction, domains, authentication, TLS\n"
 		"options:\n"
 		"  -s, --socket SOCKET  the control socket\n"
 		"  -c, --config CONFIG  take the socket from this configuration file\n"
@@ -298,7 +299,7 @@ static const struct command {
 } commands[] = {
 	{ "adduser", 1, 1, "JID" },     { "passwd", 1, 1, "JID" }, { "deluser", 1, 1, "JID" },
 	{ "users", 0, 1, "[HOST]" },    { "status", 0, 0, "" },    { "backup", 1, 1, "FILE" },
-	{ "reload", 0, 0, "" },         { "stop", 0, 0, "" },
+	{ "reload", 0, 0, "" },         { "stop", 0, 0, "" },       { "s2s", 0, 0, "" },
 	/* Served by modules (the daemon says so if the module is not loaded). */
 	{ "delete-archive", 1, 1, "JID" },
 };

@@ -39,6 +39,8 @@ struct pl_conn {
 	bool in_callback;  /* on_data running: defer a free asked from inside */
 	bool free_deferred;
 	bool read_paused;  /* pl_conn_pause_reading: input stays in the kernel */
+	bool want_peer_certificate; /* a server stream that asks for the peer's (s2s) */
+	SSL *client_ssl;   /* owned until STARTTLS as a client begins with it */
 	char address[INET6_ADDRSTRLEN];
 	bool loopback;
 };
@@ -78,7 +80,9 @@ static void on_read(struct bufferevent *bev, void *arg)
 		size_t used = conn->callbacks->on_data(conn, chunk.iov_base, chunk.iov_len,
 						       conn->userdata);
 		conn->in_callback = false;
-		if (conn->free_deferred)
+		/* A client STARTTLS replaced the bufferevent: what is left of the
+		 * plain input must not be read as TLS. */
+		if (conn->free_deferred || conn->bev != bev)
 			break;
 		evbuffer_drain(input, used);
 		if (used == 0)
@@ -90,7 +94,13 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 static void upgrade_to_tls(struct pl_conn *conn)
 {
-	SSL *ssl = pl_tls_new_server(PL_TLS_ALPN_NONE);
+	/* The initiating side of a server-to-server stream brings its own
+	 * client SSL (pl_conn_start_tls_client); otherwise we are the server. */
+	bool client = conn->client_ssl != NULL;
+	SSL *ssl = client ? conn->client_ssl : pl_tls_new_server(PL_TLS_ALPN_NONE);
+	conn->client_ssl = NULL;
+	if (ssl && !client && conn->want_peer_certificate)
+		pl_tls_request_peer_certificate(ssl);
 	if (!ssl) {
 		close_now(conn, PL_CONN_ERROR);
 		return;
@@ -104,7 +114,8 @@ static void upgrade_to_tls(struct pl_conn *conn)
 	bufferevent_setfd(plain, -1);
 	bufferevent_free(plain);
 	conn->bev = bufferevent_openssl_socket_new(conn->base, conn->fd, ssl,
-						   BUFFEREVENT_SSL_ACCEPTING,
+						   client ? BUFFEREVENT_SSL_CONNECTING
+							  : BUFFEREVENT_SSL_ACCEPTING,
 						   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	conn->tls = true;
 	conn->tls_pending = false;
@@ -170,9 +181,35 @@ static void install_callbacks(struct pl_conn *conn)
 	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 }
 
+static struct pl_conn *conn_create(struct event_base *base, int fd, const struct sockaddr *peer,
+				   socklen_t peer_len, SSL *ssl, bool client,
+				   const struct pl_conn_callbacks *callbacks, void *userdata);
+
 struct pl_conn *pl_conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 			    socklen_t peer_len, enum pl_tls_alpn direct_tls,
 			    const struct pl_conn_callbacks *callbacks, void *userdata)
+{
+	SSL *ssl = NULL;
+	if (direct_tls != PL_TLS_ALPN_NONE) {
+		ssl = pl_tls_new_server(direct_tls);
+		if (!ssl) {
+			close(fd);
+			return NULL;
+		}
+	}
+	return conn_create(base, fd, peer, peer_len, ssl, false, callbacks, userdata);
+}
+
+struct pl_conn *pl_conn_new_client(struct event_base *base, int fd, const struct sockaddr *peer,
+				   socklen_t peer_len, SSL *direct_tls,
+				   const struct pl_conn_callbacks *callbacks, void *userdata)
+{
+	return conn_create(base, fd, peer, peer_len, direct_tls, true, callbacks, userdata);
+}
+
+static struct pl_conn *conn_create(struct event_base *base, int fd, const struct sockaddr *peer,
+				   socklen_t peer_len, SSL *ssl, bool client,
+				   const struct pl_conn_callbacks *callbacks, void *userdata)
 {
 	struct pl_conn *conn = pl_calloc(1, sizeof(*conn));
 	conn->base = base;
@@ -202,14 +239,10 @@ struct pl_conn *pl_conn_new(struct event_base *base, int fd, const struct sockad
 		conn->loopback = true;
 	}
 	(void)peer_len;
-	if (direct_tls != PL_TLS_ALPN_NONE) {
-		SSL *ssl = pl_tls_new_server(direct_tls);
-		if (!ssl) {
-			close(fd);
-			free(conn);
-			return NULL;
-		}
-		conn->bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	if (ssl) {
+		conn->bev = bufferevent_openssl_socket_new(base, fd, ssl,
+							   client ? BUFFEREVENT_SSL_CONNECTING
+								  : BUFFEREVENT_SSL_ACCEPTING,
 							   BEV_OPT_CLOSE_ON_FREE |
 								   BEV_OPT_DEFER_CALLBACKS);
 		conn->tls = true;
@@ -238,11 +271,40 @@ size_t pl_conn_pending_output(const struct pl_conn *conn)
 	return evbuffer_get_length(bufferevent_get_output(conn->bev));
 }
 
+int pl_conn_start_tls_client(struct pl_conn *conn, SSL *ssl)
+{
+	if (conn->tls || conn->client_ssl) {
+		SSL_free(ssl);
+		return -EALREADY;
+	}
+	conn->client_ssl = ssl;
+	return pl_conn_start_tls(conn);
+}
+
+void pl_conn_request_peer_certificate(struct pl_conn *conn)
+{
+	conn->want_peer_certificate = true;
+}
+
 int pl_conn_start_tls(struct pl_conn *conn)
 {
 	if (conn->tls)
 		return -EALREADY;
 	conn->tls_pending = true;
+	if (conn->client_ssl && pl_conn_pending_output(conn) == 0) {
+		/* The initiating side switches at once, even from inside on_data
+		 * (on_read notices the new bufferevent), so that what its owner
+		 * writes next (the new stream header) goes out encrypted. */
+		upgrade_to_tls(conn);
+		return 0;
+	}
+	if (conn->in_callback) {
+		/* on_read is still walking the plain bufferevent's input: switch
+		 * from the (deferred) write callback once it has returned. */
+		bufferevent_trigger(conn->bev, EV_WRITE,
+				    BEV_TRIG_DEFER_CALLBACKS | BEV_TRIG_IGNORE_WATERMARKS);
+		return 0;
+	}
 	if (pl_conn_pending_output(conn) == 0)
 		upgrade_to_tls(conn);
 	return 0;
@@ -295,6 +357,8 @@ void pl_conn_free(struct pl_conn *conn)
 			SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN);
 	}
 	bufferevent_free(conn->bev);
+	if (conn->client_ssl)
+		SSL_free(conn->client_ssl);
 	if (conn->resume_timer)
 		event_free(conn->resume_timer);
 	if (conn->bucket)

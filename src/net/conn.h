@@ -40,12 +40,23 @@ struct pl_conn_callbacks {
 struct pl_conn *pl_conn_new(struct event_base *base, int fd, const struct sockaddr *peer,
 			    socklen_t peer_len, enum pl_tls_alpn direct_tls,
 			    const struct pl_conn_callbacks *callbacks, void *userdata);
+/* An outgoing connection on a connected socket fd (server-to-server):
+ * plain when direct_tls is NULL, else TLS from the first byte as the
+ * client, with that SSL (the connection owns it from now on). */
+struct pl_conn *pl_conn_new_client(struct event_base *base, int fd, const struct sockaddr *peer,
+				   socklen_t peer_len, SSL *direct_tls,
+				   const struct pl_conn_callbacks *callbacks, void *userdata);
 void pl_conn_write(struct pl_conn *conn, const void *data, size_t len);
 /* Bytes queued but not yet written to the socket. */
 size_t pl_conn_pending_output(const struct pl_conn *conn);
 /* Switches to TLS once everything written so far is flushed (the
  * <proceed/> must go out in plaintext). 0 or -errno. */
 int pl_conn_start_tls(struct pl_conn *conn);
+/* STARTTLS as the initiating side, with `ssl` (owned from now on). */
+int pl_conn_start_tls_client(struct pl_conn *conn, SSL *ssl);
+/* A server stream whose TLS (STARTTLS) asks the peer for a certificate:
+ * server-to-server streams, for SASL EXTERNAL. */
+void pl_conn_request_peer_certificate(struct pl_conn *conn);
 bool pl_conn_is_tls(const struct pl_conn *conn);
 SSL *pl_conn_ssl(struct pl_conn *conn);
 /* Stops reading, flushes what is queued, then closes (on_close runs with

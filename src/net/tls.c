@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 struct host_context {
 	char *name;    /* owned copy of the host name */
@@ -22,6 +23,11 @@ struct host_context {
 
 static struct host_context *contexts;
 static size_t context_count;
+/* Client contexts of server-to-server streams, one per host (its
+ * certificate is our client certificate for SASL EXTERNAL), made by
+ * pl_tls_client_init. */
+static struct host_context *client_contexts;
+static size_t client_context_count;
 /* Which ALPN protocol a new SSL expects, stored per SSL. */
 static int alpn_index = -1;
 
@@ -122,8 +128,161 @@ int pl_tls_init(char **error)
 	return 0;
 }
 
+/* Certificates are judged after the handshake (pl_tls_peer_verified),
+ * by the policy of the remote domain: a self-signed peer may still
+ * authenticate with dialback, so the handshake itself never fails on
+ * them. OpenSSL keeps the first verification error for
+ * SSL_get_verify_result. */
+static int accept_any_certificate(int preverified, X509_STORE_CTX *store)
+{
+	(void)preverified;
+	(void)store;
+	return 1;
+}
+
+void pl_tls_request_peer_certificate(SSL *ssl)
+{
+	SSL_set_verify(ssl, SSL_VERIFY_PEER, accept_any_certificate);
+}
+
+static int load_trust(SSL_CTX *ctx, const char *ca_file, char **error)
+{
+	char reason[256];
+	if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		ssl_error_text(reason, sizeof(reason));
+		pl_log(PL_LOG_WARN, "tls", "cannot load the system trust store: %s", reason);
+	}
+	if (ca_file && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+		ssl_error_text(reason, sizeof(reason));
+		return pl_error(error, -EINVAL, "cannot load CA file %s: %s", ca_file, reason);
+	}
+	return 0;
+}
+
+int pl_tls_client_init(const char *ca_file, char **error)
+{
+	for (size_t i = 0; i < context_count; i++) {
+		int rc = load_trust(contexts[i].ctx, ca_file, error);
+		if (rc)
+			return rc;
+	}
+	client_contexts = pl_calloc(pl_server.host_count, sizeof(*client_contexts));
+	for (size_t i = 0; i < pl_server.host_count; i++) {
+		const struct pl_host *host = &pl_server.hosts[i];
+		SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+		char reason[256];
+		if (!ctx) {
+			ssl_error_text(reason, sizeof(reason));
+			return pl_error(error, -ENOMEM, "TLS client context for %s: %s", host->name,
+					reason);
+		}
+		client_contexts[client_context_count].name = pl_strdup(host->name);
+		client_contexts[client_context_count].ctx = ctx;
+		client_context_count++;
+		SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+		SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+		SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+		SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20");
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_certificate);
+		if (SSL_CTX_use_certificate_chain_file(ctx, host->certificate) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(ctx, host->private_key, SSL_FILETYPE_PEM) != 1) {
+			ssl_error_text(reason, sizeof(reason));
+			return pl_error(error, -EINVAL, "host %s: client certificate %s: %s",
+					host->name, host->certificate, reason);
+		}
+		int rc = load_trust(ctx, ca_file, error);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+SSL *pl_tls_new_client(const char *local_domain, const char *remote_domain, bool direct)
+{
+	if (client_context_count == 0)
+		return NULL;
+	SSL_CTX *ctx = client_contexts[0].ctx;
+	for (size_t i = 0; i < client_context_count; i++)
+		if (strcmp(client_contexts[i].name, local_domain) == 0)
+			ctx = client_contexts[i].ctx;
+	SSL *ssl = SSL_new(ctx);
+	if (!ssl)
+		return NULL;
+	SSL_set_tlsext_host_name(ssl, remote_domain);
+	if (direct) {
+		static const unsigned char alpn[] = "\x0bxmpp-server";
+		SSL_set_alpn_protos(ssl, alpn, sizeof(alpn) - 1);
+	}
+	return ssl;
+}
+
+/* id-on-dnsSRV "_xmpp-server.<domain>" (RFC 4985) or id-on-xmppAddr
+ * "<domain>" among the subjectAltNames. */
+static bool names_domain_otherwise(X509 *cert, const char *domain)
+{
+	GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	bool found = false;
+	char *srv_id = pl_asprintf("_xmpp-server.%s", domain);
+	for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+		const GENERAL_NAME *name = sk_GENERAL_NAME_value(names, i);
+		if (name->type != GEN_OTHERNAME)
+			continue;
+		int nid = OBJ_obj2nid(name->d.otherName->type_id);
+		const ASN1_TYPE *value = name->d.otherName->value;
+		char oid[64];
+		OBJ_obj2txt(oid, sizeof(oid), name->d.otherName->type_id, 1);
+		bool xmpp_addr = strcmp(oid, "1.3.6.1.5.5.7.8.5") == 0;
+		bool dns_srv = nid == NID_SRVName || strcmp(oid, "1.3.6.1.5.5.7.8.7") == 0;
+		const ASN1_STRING *text = NULL;
+		if (xmpp_addr && value->type == V_ASN1_UTF8STRING)
+			text = value->value.utf8string;
+		else if (dns_srv && value->type == V_ASN1_IA5STRING)
+			text = value->value.ia5string;
+		if (!text)
+			continue;
+		const char *expected = xmpp_addr ? domain : srv_id;
+		size_t len = (size_t)ASN1_STRING_length(text);
+		found = len == strlen(expected) &&
+			strncasecmp((const char *)ASN1_STRING_get0_data(text), expected, len) == 0;
+	}
+	free(srv_id);
+	GENERAL_NAMES_free(names);
+	return found;
+}
+
+bool pl_tls_peer_verified(SSL *ssl, const char *domain, const char **why)
+{
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+	if (!cert) {
+		*why = "no certificate";
+		return false;
+	}
+	long result = SSL_get_verify_result(ssl);
+	if (result != X509_V_OK) {
+		*why = X509_verify_cert_error_string(result);
+		return false;
+	}
+	/* RFC 6125 6.4: a DNS-ID (or, without any subjectAltName, the CN)
+	 * matching the domain; a wildcard only as the whole left-most label.
+	 * Else an SRV-ID or an XmppAddr naming it (RFC 6120 13.7.1.2). */
+	if (X509_check_host(cert, domain, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) != 1 &&
+	    !names_domain_otherwise(cert, domain)) {
+		*why = "the certificate does not name the domain";
+		return false;
+	}
+	*why = "valid";
+	return true;
+}
+
 void pl_tls_shutdown(void)
 {
+	for (size_t i = 0; i < client_context_count; i++) {
+		SSL_CTX_free(client_contexts[i].ctx);
+		free(client_contexts[i].name);
+	}
+	free(client_contexts);
+	client_contexts = NULL;
+	client_context_count = 0;
 	for (size_t i = 0; i < context_count; i++) {
 		SSL_CTX_free(contexts[i].ctx);
 		free(contexts[i].name);
@@ -140,6 +299,9 @@ SSL *pl_tls_new_server(enum pl_tls_alpn alpn)
 	SSL *ssl = SSL_new(contexts[0].ctx);
 	if (ssl)
 		SSL_set_ex_data(ssl, alpn_index, (void *)(intptr_t)alpn);
+	/* A server on the s2s direct TLS port wants the peer's certificate. */
+	if (ssl && alpn == PL_TLS_ALPN_XMPP_SERVER)
+		pl_tls_request_peer_certificate(ssl);
 	return ssl;
 }
 

@@ -8,6 +8,7 @@
 #ifndef PL_NET_TLS_H
 #define PL_NET_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,22 @@ enum pl_tls_alpn {
 /* A new server-side SSL for an accepted connection, starting on the first
  * host's context; SNI switches it. NULL if TLS was not initialised. */
 SSL *pl_tls_new_server(enum pl_tls_alpn alpn);
+
+/* Server-to-server TLS. pl_tls_client_init (after pl_tls_init) loads
+ * the trust store (the system's and ca_file, may be NULL) into every
+ * context and makes one client context per host, with the host's
+ * certificate as the client certificate. 0 or -errno with *error. */
+int pl_tls_client_init(const char *ca_file, char **error);
+/* A client SSL from `local_domain`'s context (the first host's if it is
+ * not a host), SNI `remote_domain`, ALPN xmpp-server when direct. */
+SSL *pl_tls_new_client(const char *local_domain, const char *remote_domain, bool direct);
+/* A server SSL that asks the client for a certificate without failing
+ * the handshake on a bad one (judged later by pl_tls_peer_verified). */
+void pl_tls_request_peer_certificate(SSL *ssl);
+/* After the handshake: does the peer's certificate chain to a trusted
+ * root and name `domain` (RFC 6125 DNS-ID)? *why says why not, or
+ * "valid" (a static string). */
+bool pl_tls_peer_verified(SSL *ssl, const char *domain, const char **why);
 
 /* The host name the client asked for with SNI, or NULL. */
 const char *pl_tls_server_name(SSL *ssl);

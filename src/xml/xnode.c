@@ -531,3 +531,13 @@ char *pl_xnode_to_string(const struct pl_xnode *n, const char *inherited_ns)
 	pl_xnode_serialize(n, inherited_ns, &out);
 	return pl_buf_take(&out);
 }
+
+void pl_xnode_replace_ns(struct pl_xnode *n, const char *from, const char *to)
+{
+	if (n->type != PL_XNODE_ELEMENT)
+		return;
+	if (n->ns && strcmp(n->ns, from) == 0)
+		n->ns = to;
+	for (struct pl_xnode *c = n->first_child; c; c = c->next)
+		pl_xnode_replace_ns(c, from, to);
+}

@@ -89,6 +89,11 @@ struct pl_xnode *pl_xnode_copy(const struct pl_xnode *n);
 /* Detaches n from its parent: n becomes a root with refcount 1 (see the
  * ownership rules above). No-op on a root. */
 void pl_xnode_detach(struct pl_xnode *n);
+/* Every element of the subtree in namespace `from` moves to `to`, which
+ * must outlive the tree (a string literal): stanzas read from a component
+ * or server stream (jabber:component:accept, jabber:server) become
+ * jabber:client stanzas, the router's and the modules' one namespace. */
+void pl_xnode_replace_ns(struct pl_xnode *n, const char *from, const char *to);
 
 struct pl_xnode *pl_xnode_ref(struct pl_xnode *root);
 /* Drops a reference and clears the caller's pointer; releases the tree at

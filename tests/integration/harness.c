@@ -437,6 +437,36 @@ void ph_add_user(const struct ph_server *s, const char *user)
 	ph_ctl(s, args, password, NULL, NULL);
 }
 
+void ph_add_user_at(const struct ph_server *s, const char *user, const char *domain)
+{
+	char jid[256], password[128];
+	snprintf(jid, sizeof(jid), "%s@%s", user, domain);
+	snprintf(password, sizeof(password), "%s-secret\n", user);
+	const char *args[] = { "adduser", jid, NULL };
+	ph_ctl(s, args, password, NULL, NULL);
+}
+
+char *ph_replace(const char *text, const char *from, const char *to)
+{
+	const char *at = strstr(text, from);
+	if (!at)
+		return strdup(text);
+	size_t size = strlen(text) - strlen(from) + strlen(to) + 1;
+	char *out = malloc(size);
+	snprintf(out, size, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+	return out;
+}
+
+int ph_log_count(const struct ph_server *s, const char *text)
+{
+	char *log = ph_server_log(s);
+	int count = 0;
+	for (const char *at = log; at && (at = strstr(at, text)) != NULL; at += strlen(text))
+		count++;
+	free(log);
+	return count;
+}
+
 struct log_wait {
 	const struct ph_server *server;
 	const char *text;

@@ -68,6 +68,13 @@ int ph_ctl(const struct ph_server *s, const char *const *args, const char *stdin
 /* Creates user@localhost with the password "<user>-secret", the
  * convention of the integration tests. */
 void ph_add_user(const struct ph_server *s, const char *user);
+/* Creates user@domain with the password "<user>-secret" (for tests with
+ * hosts other than localhost, e.g. two federated servers). */
+void ph_add_user_at(const struct ph_server *s, const char *user, const char *domain);
+/* A copy of `text` (caller frees) with the first `from` replaced by `to`. */
+char *ph_replace(const char *text, const char *from, const char *to);
+/* How many times `text` occurs in the daemon's log so far. */
+int ph_log_count(const struct ph_server *s, const char *text);
 /* Polls the daemon's log until it contains `text` (true) or timeout_ms. */
 bool ph_wait_log(const struct ph_server *s, const char *text, int timeout_ms);
 /* The resident memory of a process in KiB, or -1. */

@@ -20,6 +20,8 @@ struct raw_client;
 /* Connects to 127.0.0.1:port, with TLS (SNI "localhost", no certificate
  * check) when `tls` is true. NULL when the connection fails. */
 struct raw_client *raw_client_connect(int port, bool tls);
+/* The same with TLS and SNI `sni` (plain TCP when NULL). */
+struct raw_client *raw_client_connect_sni(int port, const char *sni);
 void raw_client_free(struct raw_client *c);
 
 /* Sends text as is (printf-style). */
