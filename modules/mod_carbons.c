@@ -55,6 +55,32 @@ static void disable(const char *full_jid)
 	}
 }
 
+static void enable(const struct pl_session *session)
+{
+	disable(session->full_jid);
+	struct enabled *e = pl_calloc(1, sizeof(*e));
+	e->full_jid = pl_strdup(session->full_jid);
+	e->session_id = session->id;
+	struct enabled **slot = &table[pl_hash_string(e->full_jid) % BUCKETS];
+	e->next = *slot;
+	*slot = e;
+}
+
+/* XEP-0386: carbons enabled in the same round trip as the bind. */
+static int on_bind2(struct pl_event *event, void *userdata)
+{
+	struct pl_bind2_event *e = event->data;
+	if (pl_xnode_find(e->bind, "enable", NS_CARBONS))
+		enable(e->session);
+	return PL_CONTINUE;
+}
+
+static int on_bind2_features(struct pl_event *event, void *userdata)
+{
+	pl_buf_puts(event->data, "<feature var='" NS_CARBONS "'/>");
+	return PL_CONTINUE;
+}
+
 static int on_iq(struct pl_event *event, void *userdata)
 {
 	struct pl_iq_event *iq = event->data;
@@ -63,13 +89,7 @@ static int on_iq(struct pl_event *event, void *userdata)
 		return PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
 	struct pl_xnode *command = pl_xnode_first_element(iq->stanza);
 	if (strcmp(command->name, "enable") == 0) {
-		disable(iq->session->full_jid);
-		struct enabled *e = pl_calloc(1, sizeof(*e));
-		e->full_jid = pl_strdup(iq->session->full_jid);
-		e->session_id = iq->session->id;
-		struct enabled **slot = &table[pl_hash_string(e->full_jid) % BUCKETS];
-		e->next = *slot;
-		*slot = e;
+		enable(iq->session);
 	} else if (strcmp(command->name, "disable") == 0) {
 		disable(iq->session->full_jid);
 	} else {
@@ -166,6 +186,8 @@ static int carbons_load(struct pl_module *m, const void *conf, char **error)
 	/* After blocking and de-duplication: only what is really sent. */
 	pl_hook(m, "stanza/out", on_stanza_out, NULL, 0);
 	pl_hook(m, "session/unbound", on_session_unbound, NULL, 0);
+	pl_hook(m, "bind2/inline", on_bind2, NULL, 0);
+	pl_hook(m, "stream-features/bind2", on_bind2_features, NULL, 0);
 	return 0;
 }
 

@@ -40,6 +40,8 @@
 #define NS_REGISTER "jabber:iq:register"
 #define NS_SM "urn:xmpp:sm:3"
 #define NS_CSI "urn:xmpp:csi:0"
+#define NS_SASL2 "urn:xmpp:sasl:2"
+#define NS_BIND2 "urn:xmpp:bind:0"
 #define MAX_HELD 1000
 
 struct c2s_conf {
@@ -124,6 +126,10 @@ struct pl_c2s {
 	bool authenticated;
 	bool bound;
 	bool plus_offered;
+	/* XEP-0388: this authentication runs in SASL2, and its <authenticate/>
+	 * (owned copy) carries what to do inline on success (Bind2, resume). */
+	bool sasl2;
+	struct pl_xnode *sasl2_request;
 	struct event *delayed_failure;  /* pending back-off timer, owned */
 	int64_t last_heard_ms;          /* when the client last sent anything */
 	int64_t pinged_ms;              /* when we pinged it, 0 when not waiting */
@@ -431,6 +437,7 @@ static void remember_directed(struct pl_c2s *c, const char *to)
 
 static void free_stream(struct pl_c2s *c)
 {
+	pl_xnode_unref(&c->sasl2_request);
 	drop_held(c);
 	free_unacked(c);
 	pl_ack_tracker_detach(c->tracker);
@@ -721,7 +728,7 @@ static const char *binding_type(struct pl_c2s *c)
 static void send_sasl(struct pl_c2s *c, const char *element, const struct pl_buf *data)
 {
 	struct pl_buf out = { 0 };
-	pl_buf_printf(&out, "<%s xmlns='" NS_SASL "'>", element);
+	pl_buf_printf(&out, "<%s xmlns='%s'>", element, c->sasl2 ? NS_SASL2 : NS_SASL);
 	if (data && data->len) {
 		char *encoded = pl_base64_encode(data->data, data->len);
 		pl_buf_puts(&out, encoded);
@@ -737,7 +744,11 @@ static void send_sasl(struct pl_c2s *c, const char *element, const struct pl_buf
 static void send_failure(struct pl_c2s *c, const char *condition)
 {
 	struct pl_buf out = { 0 };
-	pl_buf_printf(&out, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
+	if (c->sasl2)
+		pl_buf_printf(&out, "<failure xmlns='" NS_SASL2 "'><%s xmlns='" NS_SASL "'/></failure>",
+			      condition);
+	else
+		pl_buf_printf(&out, "<failure xmlns='" NS_SASL "'><%s/></failure>", condition);
 	emit_buf(c, &out);
 	pl_buf_free(&out);
 }
@@ -785,6 +796,8 @@ static void sasl_failure(struct pl_c2s *c, const char *condition, const char *re
 	evtimer_add(c->delayed_failure, &tv);
 }
 
+static void sasl2_success(struct pl_c2s *c, const struct pl_buf *additional_data);
+
 static void sasl_step(struct pl_c2s *c, struct pl_xnode *element)
 {
 	char *text = pl_xnode_text(element);
@@ -826,13 +839,21 @@ static void sasl_step(struct pl_c2s *c, struct pl_xnode *element)
 				failure_slot(peer_address(c), false);
 			if (record)
 				record->count = 0;
-			send_sasl(c, "success", &out);
-			pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: authenticated as %s@%s",
-				       peer_address(c), c->username, c->host->name);
-			/* The client opens a new stream now (RFC 6120 6.4.6);
-			 * negotiation is over, so no more negotiation timeout. */
-			c->state = WAIT_HEADER;
-			c->ops->restart(c->t);
+			pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: authenticated as %s@%s%s",
+				       peer_address(c), c->username, c->host->name,
+				       c->sasl2 ? " (SASL2)" : "");
+			if (c->sasl2) {
+				/* XEP-0388: no stream restart; what the client
+				 * asked inline (Bind2, resume) is in <success/>. */
+				sasl2_success(c, &out);
+			} else {
+				send_sasl(c, "success", &out);
+				/* The client opens a new stream now (RFC 6120
+				 * 6.4.6). */
+				c->state = WAIT_HEADER;
+				c->ops->restart(c->t);
+			}
+			/* Negotiation is over: no more negotiation timeout. */
 			c->ops->set_idle_timeout(c->t, 0);
 		}
 	}
@@ -871,6 +892,31 @@ static void handle_auth(struct pl_c2s *c, struct pl_xnode *element)
 	sasl_step(c, element);
 }
 
+/* XEP-0388 <authenticate/>: the same mechanisms and back-off as SASL1,
+ * with the initial response in a child and inline requests kept for the
+ * moment of success. */
+static void handle_authenticate(struct pl_c2s *c, struct pl_xnode *element)
+{
+	c->sasl2 = true;
+	pl_xnode_unref(&c->sasl2_request);
+	c->sasl2_request = pl_xnode_copy(element);
+	struct pl_xnode *initial = pl_xnode_find(element, "initial-response", NS_SASL2);
+	/* handle_auth reads the mechanism and the response text of what it
+	 * is given: an <auth/> look-alike carries both. */
+	struct pl_xnode *auth = pl_xnode_new("auth", NS_SASL);
+	const char *mechanism = pl_xnode_attr(element, "mechanism");
+	if (mechanism)
+		pl_xnode_set_attr(auth, "mechanism", mechanism);
+	if (initial) {
+		char *text = pl_xnode_text(initial);
+		/* An empty initial response is "=" in SASL1's terms. */
+		pl_xnode_add_text(auth, *text ? text : "=", *text ? strlen(text) : 1);
+		free(text);
+	}
+	handle_auth(c, auth);
+	pl_xnode_unref(&auth);
+}
+
 /* ---- stream header and features ------------------------------------------------ */
 
 static bool tls_available(void)
@@ -901,6 +947,20 @@ static void send_features(struct pl_c2s *c)
 		if (tls)
 			pl_buf_puts(&out, "<mechanism>PLAIN</mechanism>");
 		pl_buf_puts(&out, "</mechanisms>");
+		/* XEP-0388 with what may be done inline: Bind2 (XEP-0386) with
+		 * its own inline features, and XEP-0198 resumption. */
+		pl_buf_puts(&out, "<authentication xmlns='" NS_SASL2 "'>");
+		if (c->plus_offered)
+			pl_buf_puts(&out, "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"
+					  "<mechanism>SCRAM-SHA-1-PLUS</mechanism>");
+		pl_buf_puts(&out, "<mechanism>SCRAM-SHA-256</mechanism>"
+				  "<mechanism>SCRAM-SHA-1</mechanism>");
+		if (tls)
+			pl_buf_puts(&out, "<mechanism>PLAIN</mechanism>");
+		pl_buf_puts(&out, "<inline><bind xmlns='" NS_BIND2 "'><inline>"
+				  "<feature var='" NS_SM "'/><feature var='" NS_CSI "'/>");
+		pl_hooks_fire("stream-features/bind2", &out);
+		pl_buf_puts(&out, "</inline></bind><sm xmlns='" NS_SM "'/></inline></authentication>");
 		/* Advertised only while a module says registration is open. */
 		if (pl_hooks_has("stream-feature/register"))
 			pl_buf_puts(&out, "<register xmlns='http://jabber.org/features/iq-register'/>");
@@ -990,6 +1050,45 @@ static size_t resource_count(const char *bare)
 	return n;
 }
 
+static char *random_resource(const char *prefix)
+{
+	uint8_t random[8];
+	char text[17];
+	pl_random_bytes(random, sizeof(random));
+	for (size_t i = 0; i < sizeof(random); i++)
+		snprintf(text + i * 2, 3, "%02x", random[i]);
+	return pl_asprintf("%s%s", prefix, text);
+}
+
+/* Binds `resource` (owned, prepared) to the session: NULL, or the error
+ * condition (resource-constraint). */
+static const char *bind_resource(struct pl_c2s *c, char *resource)
+{
+	c->session.bare_jid = pl_asprintf("%s@%s", c->username, c->host->name);
+	c->session.full_jid = pl_asprintf("%s/%s", c->session.bare_jid, resource);
+	free(resource);
+	if (!pl_router_find(c->session.full_jid) &&
+	    resource_count(c->session.bare_jid) >= (size_t)conf.max_resources) {
+		free(c->session.bare_jid);
+		free(c->session.full_jid);
+		c->session.bare_jid = c->session.full_jid = NULL;
+		return "resource-constraint";
+	}
+	c->session.host = c->host->name;
+	c->session.deliver = session_deliver;
+	c->session.deliver_shared = session_deliver_shared;
+	c->session.replaced = session_replaced;
+	pl_router_bind(&c->session);
+	c->bound = true;
+	c->last_heard_ms = pl_now_ms();
+	c->stanza_tokens = (double)conf.stanza_burst;
+	c->tokens_at_ms = c->last_heard_ms;
+	c->state = BOUND;
+	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: bound %s",
+		       peer_address(c), c->session.full_jid);
+	return NULL;
+}
+
 static void handle_bind(struct pl_c2s *c, struct pl_xnode *iq, struct pl_xnode *bind)
 {
 	struct pl_xnode *resource_node = pl_xnode_find(bind, "resource", NS_BIND);
@@ -1003,35 +1102,14 @@ static void handle_bind(struct pl_c2s *c, struct pl_xnode *iq, struct pl_xnode *
 			return;
 		}
 	} else {
-		uint8_t random[8];
-		char text[17];
-		pl_random_bytes(random, sizeof(random));
-		for (size_t i = 0; i < sizeof(random); i++)
-			snprintf(text + i * 2, 3, "%02x", random[i]);
-		resource = pl_asprintf("parley-%s", text);
+		resource = random_resource("parley-");
 	}
 	free(requested);
-	c->session.bare_jid = pl_asprintf("%s@%s", c->username, c->host->name);
-	c->session.full_jid = pl_asprintf("%s/%s", c->session.bare_jid, resource);
-	free(resource);
-	if (!pl_router_find(c->session.full_jid) &&
-	    resource_count(c->session.bare_jid) >= (size_t)conf.max_resources) {
-		free(c->session.bare_jid);
-		free(c->session.full_jid);
-		c->session.bare_jid = c->session.full_jid = NULL;
-		reply_iq_error(c, iq, "cancel", "resource-constraint");
+	const char *error = bind_resource(c, resource);
+	if (error) {
+		reply_iq_error(c, iq, "cancel", error);
 		return;
 	}
-	c->session.host = c->host->name;
-	c->session.deliver = session_deliver;
-	c->session.deliver_shared = session_deliver_shared;
-	c->session.replaced = session_replaced;
-	pl_router_bind(&c->session);
-	c->bound = true;
-	c->last_heard_ms = pl_now_ms();
-	c->stanza_tokens = (double)conf.stanza_burst;
-	c->tokens_at_ms = c->last_heard_ms;
-	c->state = BOUND;
 	struct pl_buf out = { 0 };
 	const char *id = pl_xnode_attr(iq, "id");
 	pl_buf_puts(&out, "<iq type='result' id='");
@@ -1042,8 +1120,6 @@ static void handle_bind(struct pl_c2s *c, struct pl_xnode *iq, struct pl_xnode *
 	pl_buf_puts(&out, "</jid></bind></iq>");
 	emit_buf(c, &out);
 	pl_buf_free(&out);
-	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: bound %s",
-		       peer_address(c), c->session.full_jid);
 }
 
 /* ---- stanzas ------------------------------------------------------------------- */
@@ -1168,12 +1244,10 @@ static void sm_failed(struct pl_c2s *c, const char *condition)
 	write_text(c, failed);
 }
 
-static void handle_enable(struct pl_c2s *c, struct pl_xnode *enable)
+/* Enables XEP-0198; the <enabled/> goes to `answer` (Bind2 puts it in
+ * <bound/>) or, without one, to the stream. */
+static void enable_sm(struct pl_c2s *c, struct pl_xnode *enable, struct pl_buf *answer)
 {
-	if (c->sm_enabled) {
-		sm_failed(c, "unexpected-request");
-		return;
-	}
 	c->sm_enabled = true;
 	c->sm_received = c->sm_sent = c->sm_acked = 0;
 	c->tracker = pl_ack_tracker_new(on_durable, c, 0);
@@ -1195,16 +1269,40 @@ static void handle_enable(struct pl_c2s *c, struct pl_xnode *enable)
 	} else {
 		snprintf(enabled, sizeof(enabled), "<enabled xmlns='" NS_SM "'/>");
 	}
-	write_text(c, enabled);
+	if (answer)
+		pl_buf_puts(answer, enabled);
+	else
+		write_text(c, enabled);
 	pl_log_session(PL_LOG_DEBUG, "c2s", c->log_id, "stream management enabled%s",
 		       c->sm_resumable ? " with resumption" : "");
+}
+
+static void handle_enable(struct pl_c2s *c, struct pl_xnode *enable)
+{
+	if (c->sm_enabled) {
+		sm_failed(c, "unexpected-request");
+		return;
+	}
+	enable_sm(c, enable, NULL);
 }
 
 /* XEP-0198 5: a new connection takes over a session whose connection was
  * lost (or is about to be found lost). The new stream object inherits the
  * session, its counters and its unacknowledged stanzas; the old one goes
  * away silently, since for contacts nothing happened. */
-static void handle_resume(struct pl_c2s *c, struct pl_xnode *resume)
+/* <failed/> to `answer` (SASL2 inline) or to the stream. */
+static void resume_refused(struct pl_c2s *c, const char *condition, struct pl_buf *answer)
+{
+	if (answer)
+		pl_buf_printf(answer, "<failed xmlns='" NS_SM "'><%s xmlns='" PL_NS_STANZAS
+				      "'/></failed>", condition);
+	else
+		sm_failed(c, condition);
+}
+
+/* Takes the session over; <resumed/> (or <failed/>) goes to `answer` or
+ * the stream. On success the caller then calls resume_replay. */
+static bool resume_session(struct pl_c2s *c, struct pl_xnode *resume, struct pl_buf *answer)
 {
 	const char *previd = pl_xnode_attr(resume, "previd");
 	const char *h_text = pl_xnode_attr(resume, "h");
@@ -1220,14 +1318,14 @@ static void handle_resume(struct pl_c2s *c, struct pl_xnode *resume)
 		pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: resumption of '%s' refused: %s",
 			       peer_address(c), previd ? previd : "",
 			       old ? "another account's session or a bad h" : "no such session");
-		sm_failed(c, "item-not-found");
+		resume_refused(c, "item-not-found", answer);
 		pl_counter_add(pl_counter("sm-resume-failed"), 1);
-		return;
+		return false;
 	}
 	if (pl_ack_after((uint32_t)h, old->sm_sent)) {
 		pl_counter_add(pl_counter("sm-resume-failed"), 1);
-		sm_failed(c, "unexpected-request");
-		return;
+		resume_refused(c, "unexpected-request", answer);
+		return false;
 	}
 	if (old->t) {
 		/* The old connection is still open (the client saw it die first);
@@ -1279,7 +1377,16 @@ static void handle_resume(struct pl_c2s *c, struct pl_xnode *resume)
 	char resumed[160];
 	snprintf(resumed, sizeof(resumed), "<resumed xmlns='" NS_SM "' h='%u' previd='%s'/>",
 		 pl_ack_durable(c->tracker), c->sm_id);
-	write_text(c, resumed);
+	if (answer)
+		pl_buf_puts(answer, resumed);
+	else
+		write_text(c, resumed);
+	return true;
+}
+
+/* After <resumed/> went out: what the client did not acknowledge, again. */
+static void resume_replay(struct pl_c2s *c)
+{
 	for (struct unacked *u = c->unacked; u; u = u->next)
 		emit(c, u->data, u->len);
 	if (c->unacked) {
@@ -1293,6 +1400,101 @@ static void handle_resume(struct pl_c2s *c, struct pl_xnode *resume)
 	pl_hooks_fire("session/resumed", &c->session);
 	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: resumed %s, %zu stanzas resent",
 		       peer_address(c), c->session.full_jid, c->unacked_count);
+}
+
+static void handle_resume(struct pl_c2s *c, struct pl_xnode *resume)
+{
+	if (resume_session(c, resume, NULL))
+		resume_replay(c);
+}
+
+/* ---- SASL2 success with Bind2 (XEP-0388, XEP-0386) --------------------------------- */
+
+/* XEP-0386 4: the server makes the resource from the client's tag and,
+ * when the client names itself with a stable user-agent id, a hash of it,
+ * so the same device gets the same resource (and replaces its old
+ * session) while two devices never collide. */
+static char *bind2_resource(struct pl_c2s *c, const struct pl_xnode *bind)
+{
+	struct pl_xnode *tag_node = pl_xnode_find(bind, "tag", NS_BIND2);
+	char *tag = tag_node ? pl_xnode_text(tag_node) : pl_strdup("");
+	char *prepared = *tag ? pl_jid_prep_resource(tag) : NULL;
+	free(tag);
+	if (prepared && strlen(prepared) > 64)
+		prepared[64] = 0;
+	struct pl_xnode *agent = c->sasl2_request
+					 ? pl_xnode_find(c->sasl2_request, "user-agent", NS_SASL2)
+					 : NULL;
+	const char *agent_id = agent ? pl_xnode_attr(agent, "id") : NULL;
+	char *resource;
+	if (agent_id && *agent_id) {
+		char *input = pl_asprintf("%s@%s\n%s", c->username, c->host->name, agent_id);
+		uint8_t digest[64];
+		pl_scram_hash(PL_SCRAM_SHA256, input, strlen(input), digest);
+		free(input);
+		char hex[17];
+		for (size_t i = 0; i < 8; i++)
+			snprintf(hex + i * 2, 3, "%02x", digest[i]);
+		resource = pl_asprintf("%s%s%s", prepared ? prepared : "", prepared ? "." : "", hex);
+	} else {
+		char *prefix = pl_asprintf("%s%s", prepared ? prepared : "parley", ".");
+		resource = random_resource(prefix);
+		free(prefix);
+	}
+	free(prepared);
+	return resource;
+}
+
+static void sasl2_success(struct pl_c2s *c, const struct pl_buf *additional_data)
+{
+	struct pl_xnode *request = c->sasl2_request;
+	struct pl_xnode *resume = request ? pl_xnode_find(request, "resume", NS_SM) : NULL;
+	struct pl_xnode *bind = request ? pl_xnode_find(request, "bind", NS_BIND2) : NULL;
+	struct pl_buf inline_answer = { 0 };
+	bool resumed = resume && resume_session(c, resume, &inline_answer);
+	const char *bind_error = NULL;
+	if (!resumed && bind) {
+		bind_error = bind_resource(c, bind2_resource(c, bind));
+		if (!bind_error) {
+			pl_buf_puts(&inline_answer, "<bound xmlns='" NS_BIND2 "'>");
+			struct pl_xnode *enable = pl_xnode_find(bind, "enable", NS_SM);
+			if (enable)
+				enable_sm(c, enable, &inline_answer);
+			if (pl_xnode_find(bind, "inactive", NS_CSI))
+				c->csi_inactive = true;
+			/* Modules take theirs (carbons). */
+			struct pl_bind2_event event = { &c->session, bind, &inline_answer };
+			pl_hooks_fire("bind2/inline", &event);
+			pl_buf_puts(&inline_answer, "</bound>");
+		}
+	}
+	struct pl_buf out = { 0 };
+	pl_buf_puts(&out, "<success xmlns='" NS_SASL2 "'>");
+	if (additional_data && additional_data->len) {
+		char *encoded = pl_base64_encode(additional_data->data, additional_data->len);
+		pl_buf_printf(&out, "<additional-data>%s</additional-data>", encoded);
+		free(encoded);
+	}
+	pl_buf_puts(&out, "<authorization-identifier>");
+	if (c->bound)
+		pl_xml_escape(&out, c->session.full_jid, strlen(c->session.full_jid));
+	else
+		pl_buf_printf(&out, "%s@%s", c->username, c->host->name);
+	pl_buf_puts(&out, "</authorization-identifier>");
+	if (inline_answer.len)
+		pl_buf_append(&out, inline_answer.data, inline_answer.len);
+	pl_buf_puts(&out, "</success>");
+	emit_buf(c, &out);
+	pl_buf_free(&out);
+	pl_buf_free(&inline_answer);
+	pl_xnode_unref(&c->sasl2_request);
+	if (bind_error)
+		pl_log_session(PL_LOG_WARN, "c2s", c->log_id, "%s: Bind2 refused: %s",
+			       peer_address(c), bind_error);
+	if (resumed)
+		resume_replay(c);
+	else if (!c->bound)
+		c->state = NEGOTIATING; /* bind (RFC 6120 7) may follow on this stream */
 }
 
 /* <r/>, <a/> and <enable/> of a bound stream. */
@@ -1378,10 +1580,17 @@ static void on_element(void *userdata, struct pl_xnode *element)
 				     c->ops->start_tls ? "STARTTLS is required first"
 						       : "authentication needs TLS here");
 		else if (strcmp(ns, NS_SASL) == 0 && strcmp(element->name, "auth") == 0)
-			handle_auth(c, element);
+			c->sasl2 = false, handle_auth(c, element);
 		else if (strcmp(ns, NS_SASL) == 0 && strcmp(element->name, "response") == 0 && c->sasl)
 			sasl_step(c, element);
 		else if (strcmp(ns, NS_SASL) == 0 && strcmp(element->name, "abort") == 0)
+			sasl_failure(c, "aborted", "the client aborted");
+		else if (strcmp(ns, NS_SASL2) == 0 && strcmp(element->name, "authenticate") == 0)
+			handle_authenticate(c, element);
+		else if (strcmp(ns, NS_SASL2) == 0 && strcmp(element->name, "response") == 0 &&
+			 c->sasl && c->sasl2)
+			sasl_step(c, element);
+		else if (strcmp(ns, NS_SASL2) == 0 && strcmp(element->name, "abort") == 0)
 			sasl_failure(c, "aborted", "the client aborted");
 		else if (!handle_unauthenticated_iq(c, element))
 			stream_error(c, "not-authorized", "authenticate first");

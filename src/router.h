@@ -130,6 +130,17 @@ struct pl_push_wake {
 	const char *body;               /* may be NULL */
 };
 
+/* "bind2/inline": a client bound with XEP-0386 Bind2 and asked for
+ * features inline (in `bind`, its <bind xmlns='urn:xmpp:bind:0'/>); a
+ * module enables its own (carbons) for `session` and may append its
+ * answer to `answer` (inside <bound/>). "stream-features/bind2" (data: a
+ * struct pl_buf *) lets modules list such features as <feature var=.../>. */
+struct pl_bind2_event {
+	struct pl_session *session;
+	const struct pl_xnode *bind;
+	struct pl_buf *answer;
+};
+
 /* "disco/items": the server `host` is asked for its items (XEP-0030);
  * handlers add <item jid=.../> children to `query` and continue. */
 struct pl_disco_items {

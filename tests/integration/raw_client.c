@@ -40,6 +40,9 @@ struct raw_client {
 	size_t queue_len, queue_cap;
 	char *jid;
 	unsigned next_id;
+	/* XEP-0388 for the SCRAM exchange in progress: the elements to put
+	 * inside <authenticate/> (borrowed), or NULL for SASL1. */
+	const char *sasl2_inline;
 };
 
 static long long now_ms(void)
@@ -343,7 +346,7 @@ static char *wait_sasl_answer(struct raw_client *c)
 				char *answer = raw_client_wait(c, e, 0);
 				/* After <success/> the server's next bytes open a new
 				 * stream (RFC 6120 6.4.6), even before ours does. */
-				if (strncmp(answer, "<success", 8) == 0)
+				if (strncmp(answer, "<success", 8) == 0 && !c->sasl2_inline)
 					restart_parser(c);
 				return answer;
 			}
@@ -423,8 +426,13 @@ char *raw_client_auth_scram(struct raw_client *c, const char *mechanism, const c
 	char first[640];
 	snprintf(first, sizeof(first), "%s%s", gs2, first_bare);
 	char *encoded = base64_encode((const unsigned char *)first, strlen(first));
-	raw_client_send(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='%s'>%s</auth>",
-			mechanism, encoded);
+	if (c->sasl2_inline)
+		raw_client_send(c, "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='%s'>"
+				   "<initial-response>%s</initial-response>%s</authenticate>",
+				mechanism, encoded, c->sasl2_inline);
+	else
+		raw_client_send(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='%s'>%s</auth>",
+				mechanism, encoded);
 	free(encoded);
 	char *answer = wait_sasl_answer(c);
 	if (!answer || strncmp(answer, "<challenge", 10) != 0) {
@@ -497,12 +505,14 @@ char *raw_client_auth_scram(struct raw_client *c, const char *mechanism, const c
 	snprintf(final, sizeof(final), "%s,p=%s", final_without_proof, proof);
 	free(proof);
 	encoded = base64_encode((const unsigned char *)final, strlen(final));
-	raw_client_send(c, "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</response>",
-			encoded);
+	raw_client_send(c, "<response xmlns='%s'>%s</response>",
+			c->sasl2_inline ? "urn:xmpp:sasl:2" : "urn:ietf:params:xml:ns:xmpp-sasl", encoded);
 	free(encoded);
 	answer = wait_sasl_answer(c);
 	if (answer && strncmp(answer, "<success", 8) == 0) {
-		char *text = element_text(answer);
+		/* SASL2 puts the server-final message in <additional-data/>. */
+		const char *data = c->sasl2_inline ? strstr(answer, "<additional-data>") : answer;
+		char *text = data ? element_text(data) : strdup("");
 		unsigned char server_final[256] = { 0 };
 		int n = strlen(text) * 3 / 4 < sizeof(server_final) - 1
 				? base64_decode(text, server_final)
@@ -517,6 +527,15 @@ char *raw_client_auth_scram(struct raw_client *c, const char *mechanism, const c
 			return strdup("bad server signature");
 		}
 	}
+	return answer;
+}
+
+char *raw_client_auth_scram2(struct raw_client *c, const char *mechanism, const char *user,
+			     const char *password, const char *inline_xml)
+{
+	c->sasl2_inline = inline_xml ? inline_xml : "";
+	char *answer = raw_client_auth_scram(c, mechanism, user, password, RAW_SCRAM_NO_BINDING, NULL);
+	c->sasl2_inline = NULL;
 	return answer;
 }
 

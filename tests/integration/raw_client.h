@@ -68,6 +68,12 @@ char *raw_client_auth_scram(struct raw_client *c, const char *mechanism, const c
 			    const char *password, enum raw_scram_binding binding,
 			    const char *binding_type);
 
+/* The same SCRAM over XEP-0388 SASL2: `inline_xml` (may be NULL) goes
+ * inside <authenticate/> (user-agent, Bind2, resume); the server's
+ * signature is checked in <additional-data/>; no stream restart follows. */
+char *raw_client_auth_scram2(struct raw_client *c, const char *mechanism, const char *user,
+			     const char *password, const char *inline_xml);
+
 /* The whole login: stream, PLAIN, restart, bind (resource may be NULL
  * for a server-chosen one). Returns the bound full JID (owned by the
  * client, valid until free) or NULL. */
