@@ -343,8 +343,11 @@ int pl_accounts_set_password(const char *bare_jid, const char *password,
 		return rc;
 	/* Creation time and flags survive; the salt is new with the keys. */
 	rc = pl_accounts_make_credentials(password, default_iterations, &account.credentials);
-	if (rc == 0)
+	if (rc == 0) {
 		submit_account(bare_jid, &account, false, done, arg);
+		/* What was granted with the old password goes with it (FAST tokens). */
+		pl_hooks_fire("user-password-changed", (void *)bare_jid);
+	}
 	OPENSSL_cleanse(&account, sizeof(account));
 	return rc;
 }

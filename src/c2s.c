@@ -42,6 +42,7 @@
 #define NS_CSI "urn:xmpp:csi:0"
 #define NS_SASL2 "urn:xmpp:sasl:2"
 #define NS_BIND2 "urn:xmpp:bind:0"
+#define NS_FAST "urn:xmpp:fast:0"
 #define MAX_HELD 1000
 
 struct c2s_conf {
@@ -62,6 +63,7 @@ struct c2s_conf {
 	int64_t stanza_burst;
 	int64_t resumption_timeout_ms;
 	int64_t max_unacked;
+	int64_t fast_lifetime_ms;
 };
 
 static const struct pl_option c2s_options[] = {
@@ -100,6 +102,9 @@ static const struct pl_option c2s_options[] = {
 	{ "max-unacked", PL_OPT_INT, "10000", 16, 1000000, NULL,
 	  offsetof(struct c2s_conf, max_unacked),
 	  "stanzas sent to a client and not yet acknowledged, at most" },
+	{ "fast-token-lifetime", PL_OPT_DURATION, "30d", 60000, 365LL * 86400000, NULL,
+	  offsetof(struct c2s_conf, fast_lifetime_ms),
+	  "how long a XEP-0484 FAST token stays valid without being used" },
 	{ "ping-idle", PL_OPT_DURATION, "5m", 1000, 86400000, NULL,
 	  offsetof(struct c2s_conf, ping_idle_ms), "ping a client silent for this long" },
 	{ "ping-timeout", PL_OPT_DURATION, "1m", 1000, 3600000, NULL,
@@ -220,6 +225,10 @@ static struct failure_record *failure_slot(const char *address, bool create)
 }
 
 static struct c2s_conf conf;
+/* XEP-0484 tokens: "user@host\0user-agent-id" -> <fast/> record (the
+ * current and the previous token, expiry, replay counter). Under the
+ * account's prefix, so deleting the account deletes them. */
+static struct pl_store_space *fast_space;
 static struct pl_listener *plain_listener, *tls_listener;
 static struct event_base *loop;
 static struct pl_c2s *streams;
@@ -895,11 +904,18 @@ static void handle_auth(struct pl_c2s *c, struct pl_xnode *element)
 /* XEP-0388 <authenticate/>: the same mechanisms and back-off as SASL1,
  * with the initial response in a child and inline requests kept for the
  * moment of success. */
+static void fast_authenticate(struct pl_c2s *c, struct pl_xnode *element);
+
 static void handle_authenticate(struct pl_c2s *c, struct pl_xnode *element)
 {
 	c->sasl2 = true;
 	pl_xnode_unref(&c->sasl2_request);
 	c->sasl2_request = pl_xnode_copy(element);
+	const char *requested = pl_xnode_attr(element, "mechanism");
+	if (requested && strncmp(requested, "HT-", 3) == 0) {
+		fast_authenticate(c, element);
+		return;
+	}
 	struct pl_xnode *initial = pl_xnode_find(element, "initial-response", NS_SASL2);
 	/* handle_auth reads the mechanism and the response text of what it
 	 * is given: an <auth/> look-alike carries both. */
@@ -915,6 +931,287 @@ static void handle_authenticate(struct pl_c2s *c, struct pl_xnode *element)
 	}
 	handle_auth(c, auth);
 	pl_xnode_unref(&auth);
+}
+
+/* ---- FAST (XEP-0484): one-round-trip reconnection with a token ------------------ */
+
+struct fast_record {
+	char *current, *previous;        /* owned, base64 tokens (previous may be NULL) */
+	int64_t expiry_ms;               /* unix ms */
+	uint64_t count;
+};
+
+static void fast_key(struct pl_store_key *k, const char *bare_jid, const char *agent_id)
+{
+	pl_store_key_init(k);
+	pl_store_key_str(k, bare_jid);
+	pl_store_key_str(k, agent_id);
+}
+
+static void fast_record_free(struct fast_record *r)
+{
+	if (r->current)
+		OPENSSL_cleanse(r->current, strlen(r->current));
+	if (r->previous)
+		OPENSSL_cleanse(r->previous, strlen(r->previous));
+	free(r->current);
+	free(r->previous);
+	memset(r, 0, sizeof(*r));
+}
+
+static bool fast_read(const char *bare_jid, const char *agent_id, struct fast_record *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct pl_store_key k;
+	fast_key(&k, bare_jid, agent_id);
+	struct pl_store_read *read = k.overflow ? NULL : pl_store_read_begin(pl_server.store);
+	const void *value;
+	size_t len;
+	bool found = read && pl_store_get(read, fast_space, k.data, k.len, &value, &len) == 0;
+	struct pl_xnode *n = found ? pl_xml_parse_element(value, len, NS_FAST) : NULL;
+	if (read)
+		pl_store_read_end(read);
+	if (!n)
+		return false;
+	const char *current = pl_xnode_attr(n, "current");
+	const char *previous = pl_xnode_attr(n, "previous");
+	const char *expiry = pl_xnode_attr(n, "expiry");
+	const char *count = pl_xnode_attr(n, "count");
+	out->current = current ? pl_strdup(current) : NULL;
+	out->previous = previous ? pl_strdup(previous) : NULL;
+	out->expiry_ms = expiry ? strtoll(expiry, NULL, 10) : 0;
+	out->count = count ? strtoull(count, NULL, 10) : 0;
+	pl_xnode_unref(&n);
+	return out->current != NULL;
+}
+
+static void fast_write(const char *bare_jid, const char *agent_id, const struct fast_record *r)
+{
+	struct pl_store_key k;
+	fast_key(&k, bare_jid, agent_id);
+	if (k.overflow)
+		return;
+	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+	if (!r) {
+		pl_store_del(w, fast_space, k.data, k.len);
+	} else {
+		struct pl_xnode *n = pl_xnode_new("token", NS_FAST);
+		pl_xnode_set_attr(n, "current", r->current);
+		if (r->previous)
+			pl_xnode_set_attr(n, "previous", r->previous);
+		char number[24];
+		snprintf(number, sizeof(number), "%" PRId64, r->expiry_ms);
+		pl_xnode_set_attr(n, "expiry", number);
+		snprintf(number, sizeof(number), "%" PRIu64, r->count);
+		pl_xnode_set_attr(n, "count", number);
+		struct pl_buf value = { 0 };
+		pl_xnode_serialize(n, NULL, &value);
+		pl_store_put(w, fast_space, k.data, k.len, value.data, value.len);
+		OPENSSL_cleanse(value.data, value.len);
+		pl_buf_free(&value);
+		pl_xnode_unref(&n);
+	}
+	pl_store_write_submit(w, NULL, NULL);
+}
+
+static int64_t unix_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The channel binding of an HT mechanism: "" for NONE, a type for the
+ * others, NULL when Parley does not offer it. */
+static const char *ht_binding(const char *mechanism)
+{
+	if (strcmp(mechanism, "HT-SHA-256-NONE") == 0)
+		return "";
+	if (strcmp(mechanism, "HT-SHA-256-ENDP") == 0)
+		return "tls-server-end-point";
+	return NULL;
+}
+
+/* HMAC-SHA-256(token, label || channel binding data) of the Hashed Token
+ * mechanism (draft-ietf-kitten-sasl-ht). */
+static bool ht_hash(struct pl_c2s *c, const char *token, const char *label, const char *binding,
+		    uint8_t out[32])
+{
+	uint8_t input[256];
+	size_t label_len = strlen(label), cb_len = 0;
+	memcpy(input, label, label_len);
+	if (*binding) {
+		SSL *ssl = ssl_of(c);
+		cb_len = sizeof(input) - label_len;
+		if (!ssl || pl_tls_channel_binding(ssl, binding, input + label_len, &cb_len) != 0)
+			return false;
+	}
+	uint8_t *key = NULL;
+	size_t key_len = 0;
+	if (pl_base64_decode(token, strlen(token), &key, &key_len) != 0)
+		return false;
+	uint8_t digest[64];
+	pl_scram_hmac(PL_SCRAM_SHA256, key, key_len, input, label_len + cb_len, digest);
+	OPENSSL_cleanse(key, key_len);
+	free(key);
+	memcpy(out, digest, 32);
+	return true;
+}
+
+static const char *user_agent_id(const struct pl_xnode *request)
+{
+	struct pl_xnode *agent = request ? pl_xnode_find(request, "user-agent", NS_SASL2) : NULL;
+	const char *id = agent ? pl_xnode_attr(agent, "id") : NULL;
+	return id && *id && strlen(id) < 256 ? id : NULL;
+}
+
+/* A FAST login: the initial response is the username, a NUL and the
+ * token's hash; the current token or, just after a rotation, the
+ * previous one matches. The same back-off as passwords applies. */
+static void fast_authenticate(struct pl_c2s *c, struct pl_xnode *element)
+{
+	if (c->delayed_failure) {
+		send_failure(c, "temporary-auth-failure");
+		return;
+	}
+	if (c->authenticated || c->sasl) {
+		sasl_failure(c, "aborted", "authentication already in progress or done");
+		return;
+	}
+	const char *binding = fast_space ? ht_binding(pl_xnode_attr(element, "mechanism")) : NULL;
+	if (!binding || (*binding && !ssl_of(c))) {
+		sasl_failure(c, "invalid-mechanism", pl_xnode_attr(element, "mechanism"));
+		return;
+	}
+	const char *agent_id = user_agent_id(element);
+	struct pl_xnode *initial = pl_xnode_find(element, "initial-response", NS_SASL2);
+	char *text = initial ? pl_xnode_text(initial) : pl_strdup("");
+	uint8_t *decoded = NULL;
+	size_t decoded_len = 0;
+	bool decoded_ok = pl_base64_decode(text, strlen(text), &decoded, &decoded_len) == 0;
+	free(text);
+	const uint8_t *nul = decoded_ok ? memchr(decoded, 0, decoded_len) : NULL;
+	if (!agent_id || !nul || decoded_len - (size_t)(nul - decoded) - 1 != 32) {
+		free(decoded);
+		sasl_failure(c, "malformed-request", "FAST needs a user-agent id, a username and a hash");
+		return;
+	}
+	char *username = pl_strndup((const char *)decoded, (size_t)(nul - decoded));
+	uint8_t given[32];
+	memcpy(given, nul + 1, 32);
+	free(decoded);
+	char *local = pl_jid_prep_local(username);
+	free(username);
+	char *bare = local ? pl_asprintf("%s@%s", local, c->host->name) : NULL;
+	struct pl_account account;
+	struct fast_record record = { 0 };
+	const char *reason = NULL;
+	const char *used = NULL;
+	if (!bare || pl_accounts_get(bare, &account) != 0 || (account.flags & PL_ACCOUNT_DISABLED))
+		reason = "no such account";
+	else if (!fast_read(bare, agent_id, &record))
+		reason = "no token for this user agent";
+	else if (record.expiry_ms < unix_ms())
+		reason = "the token expired";
+	if (bare && !reason)
+		OPENSSL_cleanse(&account, sizeof(account));
+	if (!reason) {
+		const char *tokens[2] = { record.current, record.previous };
+		for (size_t i = 0; i < 2 && !used; i++) {
+			uint8_t expected[32];
+			if (tokens[i] && ht_hash(c, tokens[i], "Initiator", binding, expected) &&
+			    CRYPTO_memcmp(expected, given, 32) == 0)
+				used = tokens[i];
+		}
+		if (!used)
+			reason = "wrong token";
+	}
+	/* XEP-0484 replay protection: a count must grow. */
+	struct pl_xnode *fast = pl_xnode_find(element, "fast", NS_FAST);
+	const char *count_text = fast ? pl_xnode_attr(fast, "count") : NULL;
+	if (!reason && count_text) {
+		uint64_t count = strtoull(count_text, NULL, 10);
+		if (count <= record.count)
+			reason = "a replayed count";
+		else
+			record.count = count;
+	}
+	if (reason) {
+		fast_record_free(&record);
+		free(bare);
+		free(local);
+		sasl_failure(c, "not-authorized", reason);
+		return;
+	}
+	struct pl_buf additional = { 0 };
+	uint8_t responder[32];
+	if (ht_hash(c, used, "Responder", binding, responder))
+		pl_buf_append(&additional, responder, 32);
+	const char *invalidate = fast ? pl_xnode_attr(fast, "invalidate") : NULL;
+	if (invalidate && (strcmp(invalidate, "true") == 0 || strcmp(invalidate, "1") == 0))
+		fast_write(bare, agent_id, NULL);
+	else if (count_text)
+		fast_write(bare, agent_id, &record);
+	fast_record_free(&record);
+	free(bare);
+	c->username = local;
+	c->authenticated = true;
+	struct failure_record *failures = failure_slot(peer_address(c), false);
+	if (failures)
+		failures->count = 0;
+	pl_log_session(PL_LOG_INFO, "c2s", c->log_id, "%s: authenticated as %s@%s (FAST %s)",
+		       peer_address(c), c->username, c->host->name, pl_xnode_attr(element, "mechanism"));
+	sasl2_success(c, &additional);
+	c->ops->set_idle_timeout(c->t, 0);
+	pl_buf_free(&additional);
+}
+
+/* <request-token/> in an <authenticate/> that succeeded: a new token for
+ * this user agent; the one it replaces stays good until the next use. */
+static void fast_issue(struct pl_c2s *c, const struct pl_xnode *request, struct pl_buf *answer)
+{
+	struct pl_xnode *wanted = pl_xnode_find(request, "request-token", NS_FAST);
+	const char *agent_id = user_agent_id(request);
+	const char *mechanism = wanted ? pl_xnode_attr(wanted, "mechanism") : NULL;
+	if (!wanted || !agent_id || !fast_space || !mechanism || !ht_binding(mechanism))
+		return;
+	char *bare = pl_asprintf("%s@%s", c->username, c->host->name);
+	struct fast_record record = { 0 };
+	fast_read(bare, agent_id, &record);
+	uint8_t random[32];
+	pl_random_bytes(random, sizeof(random));
+	char *token = pl_base64_encode(random, sizeof(random));
+	OPENSSL_cleanse(random, sizeof(random));
+	free(record.previous);
+	record.previous = record.current;
+	record.current = token;
+	record.expiry_ms = unix_ms() + conf.fast_lifetime_ms;
+	fast_write(bare, agent_id, &record);
+	time_t expiry = (time_t)(record.expiry_ms / 1000);
+	struct tm tm;
+	gmtime_r(&expiry, &tm);
+	char stamp[32];
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	pl_buf_printf(answer, "<token xmlns='" NS_FAST "' expiry='%s' token='%s'/>", stamp, token);
+	fast_record_free(&record);
+	pl_log_session(PL_LOG_DEBUG, "c2s", c->log_id, "FAST token issued to %s", bare);
+	free(bare);
+}
+
+/* A new password ends every token (XEP-0484: invalidation). */
+static int on_password_changed(struct pl_event *event, void *userdata)
+{
+	const char *bare = event->data;
+	if (!fast_space)
+		return PL_CONTINUE;
+	struct pl_store_key prefix;
+	pl_store_key_init(&prefix);
+	pl_store_key_str(&prefix, bare);
+	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+	pl_store_del_prefix(w, fast_space, prefix.data, prefix.len);
+	pl_store_write_submit(w, NULL, NULL);
+	(void)userdata;
+	return PL_CONTINUE;
 }
 
 /* ---- stream header and features ------------------------------------------------ */
@@ -960,7 +1257,15 @@ static void send_features(struct pl_c2s *c)
 		pl_buf_puts(&out, "<inline><bind xmlns='" NS_BIND2 "'><inline>"
 				  "<feature var='" NS_SM "'/><feature var='" NS_CSI "'/>");
 		pl_hooks_fire("stream-features/bind2", &out);
-		pl_buf_puts(&out, "</inline></bind><sm xmlns='" NS_SM "'/></inline></authentication>");
+		pl_buf_puts(&out, "</inline></bind><sm xmlns='" NS_SM "'/>");
+		/* XEP-0484: token mechanisms, listed here only (not above). */
+		if (fast_space) {
+			pl_buf_puts(&out, "<fast xmlns='" NS_FAST "'><mechanism>HT-SHA-256-NONE</mechanism>");
+			if (ssl_of(c))
+				pl_buf_puts(&out, "<mechanism>HT-SHA-256-ENDP</mechanism>");
+			pl_buf_puts(&out, "</fast>");
+		}
+		pl_buf_puts(&out, "</inline></authentication>");
 		/* Advertised only while a module says registration is open. */
 		if (pl_hooks_has("stream-feature/register"))
 			pl_buf_puts(&out, "<register xmlns='http://jabber.org/features/iq-register'/>");
@@ -1481,6 +1786,8 @@ static void sasl2_success(struct pl_c2s *c, const struct pl_buf *additional_data
 	else
 		pl_buf_printf(&out, "%s@%s", c->username, c->host->name);
 	pl_buf_puts(&out, "</authorization-identifier>");
+	if (request)
+		fast_issue(c, request, &out);
 	if (inline_answer.len)
 		pl_buf_append(&out, inline_answer.data, inline_answer.len);
 	pl_buf_puts(&out, "</success>");
@@ -2033,6 +2340,8 @@ int pl_c2s_start(struct event_base *base, const struct pl_config *config, char *
 	int64_t tick = (conf.ping_idle_ms < conf.ping_timeout_ms ? conf.ping_idle_ms
 								 : conf.ping_timeout_ms) / 4;
 	pl_hook(NULL, "user-deleted", on_user_deleted, NULL, 0);
+	pl_hook(NULL, "user-password-changed", on_password_changed, NULL, 0);
+	fast_space = pl_server.store ? pl_store_space(pl_server.store, "fast.tokens") : NULL;
 	parser_sweep = event_new(base, -1, EV_PERSIST, on_parser_sweep, NULL);
 	struct timeval sweep_every = { PARSER_IDLE_MS / 1000, (PARSER_IDLE_MS % 1000) * 1000 };
 	event_add(parser_sweep, &sweep_every);

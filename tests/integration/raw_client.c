@@ -530,6 +530,11 @@ char *raw_client_auth_scram(struct raw_client *c, const char *mechanism, const c
 	return answer;
 }
 
+int raw_client_binding(struct raw_client *c, const char *type, unsigned char *out)
+{
+	return binding_data(c, type, out);
+}
+
 char *raw_client_auth_scram2(struct raw_client *c, const char *mechanism, const char *user,
 			     const char *password, const char *inline_xml)
 {

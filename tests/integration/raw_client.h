@@ -74,6 +74,10 @@ char *raw_client_auth_scram(struct raw_client *c, const char *mechanism, const c
 char *raw_client_auth_scram2(struct raw_client *c, const char *mechanism, const char *user,
 			     const char *password, const char *inline_xml);
 
+/* The channel binding data of the TLS connection ("tls-exporter",
+ * "tls-server-end-point") into out (at least 64 bytes); its length or -1. */
+int raw_client_binding(struct raw_client *c, const char *type, unsigned char *out);
+
 /* The whole login: stream, PLAIN, restart, bind (resource may be NULL
  * for a server-chosen one). Returns the bound full JID (owned by the
  * client, valid until free) or NULL. */

@@ -6,11 +6,17 @@
  * carbons, and the stream carries stanzas at once, without a restart; a
  * wrong password fails in SASL2's shape; PLAIN without Bind2 leaves the
  * classic bind to the client; and a lost session resumes inside the
- * <authenticate/> with its unacknowledged stanza sent again. */
+ * <authenticate/> with its unacknowledged stanza sent again. XEP-0484
+ * FAST: a token asked for at login lets the next connection authenticate,
+ * bind and enable everything in one round trip (HT-SHA-256-NONE and
+ * -ENDP, the server's own hash checked), a replayed count or a wrong
+ * token fails, and a new password ends the token. */
 #include "harness.h"
 #include "raw_client.h"
 #include "../tap.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +48,61 @@ static char *attribute(const char *xml, const char *pattern, char *out, size_t s
 	memcpy(out, p, n);
 	out[n] = 0;
 	return out;
+}
+
+
+/* The Hashed Token initial response: "alice" NUL HMAC(token, "Initiator" || cb). */
+static char *ht_response(const char *user, const char *token_b64, const unsigned char *cb,
+			 size_t cb_len, unsigned char responder[32])
+{
+	unsigned char token[128];
+	int token_len = EVP_DecodeBlock(token, (const unsigned char *)token_b64, (int)strlen(token_b64));
+	/* EVP_DecodeBlock counts the padding bytes in: 32 random bytes are 44 chars, "=" once. */
+	if (token_len > 0 && token_b64[strlen(token_b64) - 1] == '=')
+		token_len -= token_b64[strlen(token_b64) - 2] == '=' ? 2 : 1;
+	unsigned char input[256];
+	unsigned int len;
+	memcpy(input, "Initiator", 9);
+	memcpy(input + 9, cb, cb_len);
+	unsigned char initiator[32];
+	HMAC(EVP_sha256(), token, token_len, input, 9 + cb_len, initiator, &len);
+	memcpy(input, "Responder", 9);
+	memcpy(input + 9, cb, cb_len);
+	HMAC(EVP_sha256(), token, token_len, input, 9 + cb_len, responder, &len);
+	unsigned char raw[128];
+	size_t user_len = strlen(user);
+	memcpy(raw, user, user_len);
+	raw[user_len] = 0;
+	memcpy(raw + user_len + 1, initiator, 32);
+	char *out = malloc(256);
+	EVP_EncodeBlock((unsigned char *)out, raw, (int)(user_len + 33));
+	return out;
+}
+
+static char *fast_login(const struct ph_server *s, const char *mechanism, const char *token,
+			const char *extra, bool *responder_ok, struct raw_client **client)
+{
+	char *features;
+	struct raw_client *c = connect_open(s, &features);
+	free(features);
+	unsigned char cb[128];
+	int cb_len = 0;
+	if (strcmp(mechanism, "HT-SHA-256-ENDP") == 0)
+		cb_len = raw_client_binding(c, "tls-server-end-point", cb);
+	unsigned char responder[32];
+	char *initial = ht_response("alice", token, cb, cb_len > 0 ? (size_t)cb_len : 0, responder);
+	raw_client_send(c, "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='%s'><initial-response>%s"
+			   "</initial-response><user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'/>%s</authenticate>",
+			mechanism, initial, extra ? extra : "");
+	free(initial);
+	char *answer = raw_client_wait(c, "urn:xmpp:sasl:2", WAIT);
+	char expected[64];
+	EVP_EncodeBlock((unsigned char *)expected, responder, 32);
+	char data[128] = "";
+	attribute(answer, "<additional-data>", data, sizeof(data));
+	*responder_ok = strcmp(data, expected) == 0;
+	*client = c;
+	return answer;
 }
 
 int main(void)
@@ -158,6 +219,57 @@ int main(void)
 	has_str(success, "<bound xmlns='urn:xmpp:bind:0'>", "and Bind2 binds a fresh session in the same step");
 	free(success);
 	raw_client_free(stale);
+	/* FAST (XEP-0484). */
+	char *fast_features;
+	struct raw_client *first = connect_open(&s, &fast_features);
+	has_str(fast_features, "<fast xmlns='urn:xmpp:fast:0'><mechanism>HT-SHA-256-NONE</mechanism>"
+			       "<mechanism>HT-SHA-256-ENDP</mechanism></fast>", "FAST mechanisms are offered inline");
+	free(fast_features);
+	char token_request[1024];
+	snprintf(token_request, sizeof(token_request), "%s<request-token xmlns='urn:xmpp:fast:0' mechanism='HT-SHA-256-NONE'/>",
+		 bind2);
+	success = raw_client_auth_scram2(first, "SCRAM-SHA-256", "alice", "alice-secret", token_request);
+	char token[128] = "";
+	attribute(success, " token='", token, sizeof(token));
+	has_str(success, "<token xmlns='urn:xmpp:fast:0' expiry='", "a login with a password gets a FAST token");
+	ok(strlen(token) == 44, "of 32 random bytes");
+	free(success);
+	raw_client_free(first);
+	bool responder_ok = false;
+	struct raw_client *quick = NULL;
+	char fast_extra[1024];
+	snprintf(fast_extra, sizeof(fast_extra), "<fast xmlns='urn:xmpp:fast:0' count='1'/>%s",
+		 strstr(bind2, "<bind"));
+	success = fast_login(&s, "HT-SHA-256-NONE", token, fast_extra, &responder_ok, &quick);
+	has_str(success, "<success xmlns='urn:xmpp:sasl:2'>", "the token authenticates in one round trip (HT-SHA-256-NONE)");
+	ok(responder_ok, "and the server proves it knows the token too");
+	has_str(success, "<bound xmlns='urn:xmpp:bind:0'>", "bound in the same round trip");
+	has_str(success, "resume='true'", "with resumable stream management");
+	free(success);
+	ok(raw_client_sync(quick), "the stream is ready at once");
+	raw_client_free(quick);
+	success = fast_login(&s, "HT-SHA-256-NONE", token, fast_extra, &responder_ok, &quick);
+	has_str(success, "not-authorized", "the same count again is a replay: refused");
+	free(success);
+	raw_client_free(quick);
+	snprintf(fast_extra, sizeof(fast_extra), "<fast xmlns='urn:xmpp:fast:0' count='2'/>");
+	success = fast_login(&s, "HT-SHA-256-ENDP", token, fast_extra, &responder_ok, &quick);
+	has_str(success, "<success xmlns='urn:xmpp:sasl:2'>", "HT-SHA-256-ENDP binds the token to the TLS channel");
+	ok(responder_ok, "with the server's hash over the same binding");
+	free(success);
+	raw_client_free(quick);
+	success = fast_login(&s, "HT-SHA-256-NONE", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", NULL,
+			     &responder_ok, &quick);
+	has_str(success, "not-authorized", "a wrong token is refused");
+	free(success);
+	raw_client_free(quick);
+	const char *passwd[] = { "passwd", "alice@localhost", NULL };
+	ok(ph_ctl(&s, passwd, "alice-new-secret\n", NULL, NULL) == 0, "alice's password is changed");
+	success = fast_login(&s, "HT-SHA-256-NONE", token, NULL, &responder_ok, &quick);
+	has_str(success, "not-authorized", "and her FAST token is no longer accepted");
+	free(success);
+	raw_client_free(quick);
+
 	raw_client_free(laptop);
 	raw_client_free(bob);
 	ok(ph_server_stop(&s) == 0, "the server stops cleanly");
