@@ -8,6 +8,7 @@
  * addresses (XEP-0157: abuse, admin, security, support...) go into the
  * server's disco#info as a serverinfo form, so that other operators and
  * users know whom to tell about abuse. */
+#include "caps.h"
 #include "hooks.h"
 #include "parley/module.h"
 #include "router.h"
@@ -69,16 +70,9 @@ static bool addressed_to_host(const struct pl_xnode *stanza)
 	return to && !strchr(to, '@') && pl_server_find_host(to);
 }
 
-static int on_info(struct pl_event *event, void *userdata)
+/* The server's disco#info: identities, features, contact addresses. */
+static void fill_server_info(struct pl_xnode *query)
 {
-	struct pl_iq_event *iq = event->data;
-	if (!addressed_to_host(iq->stanza))
-		return PL_CONTINUE;
-	struct pl_xnode *request = pl_xnode_find(iq->stanza, "query", NS_DISCO_INFO);
-	if (request && pl_xnode_attr(request, "node"))
-		return PL_HOOK_ERROR(PL_ERR_ITEM_NOT_FOUND);
-	struct pl_xnode *reply = pl_iq_result(iq->stanza);
-	struct pl_xnode *query = pl_xnode_add_element(reply, "query", NS_DISCO_INFO);
 	const struct pl_identity *identities;
 	size_t count = pl_identities_list(&identities);
 	for (size_t i = 0; i < count; i++) {
@@ -118,6 +112,50 @@ static int on_info(struct pl_event *event, void *userdata)
 						  strlen(conf.addresses[k].items[i]));
 		}
 	}
+}
+
+/* XEP-0115: the server's own capabilities, announced in stream features so
+ * that clients (Conversations) learn them without a disco#info round trip.
+ * What modules declare does not change once they are loaded: computed
+ * once. Owned. */
+#define CAPS_NODE "https://parley.im"
+static char *caps_ver;
+
+static const char *server_caps_ver(void)
+{
+	if (!caps_ver) {
+		struct pl_xnode *query = pl_xnode_new("query", NS_DISCO_INFO);
+		fill_server_info(query);
+		caps_ver = pl_caps_hash(query);
+		pl_xnode_unref(&query);
+	}
+	return caps_ver;
+}
+
+static int on_stream_features(struct pl_event *event, void *userdata)
+{
+	pl_buf_printf(event->data, "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='"
+				   CAPS_NODE "' ver='%s'/>", server_caps_ver());
+	return PL_CONTINUE;
+}
+
+static int on_info(struct pl_event *event, void *userdata)
+{
+	struct pl_iq_event *iq = event->data;
+	if (!addressed_to_host(iq->stanza))
+		return PL_CONTINUE;
+	struct pl_xnode *request = pl_xnode_find(iq->stanza, "query", NS_DISCO_INFO);
+	const char *node = request ? pl_xnode_attr(request, "node") : NULL;
+	char *caps_node = pl_asprintf(CAPS_NODE "#%s", server_caps_ver());
+	bool caps = node && strcmp(node, caps_node) == 0;
+	free(caps_node);
+	if (node && !caps)
+		return PL_HOOK_ERROR(PL_ERR_ITEM_NOT_FOUND);
+	struct pl_xnode *reply = pl_iq_result(iq->stanza);
+	struct pl_xnode *query = pl_xnode_add_element(reply, "query", NS_DISCO_INFO);
+	if (caps)
+		pl_xnode_set_attr(query, "node", node);
+	fill_server_info(query);
 	pl_route(reply, NULL);
 	pl_xnode_unref(&reply);
 	return PL_HANDLED;
@@ -171,8 +209,16 @@ static int disco_load(struct pl_module *m, const void *conf_ptr, char **error)
 	pl_hook(m, "iq/get/" NS_DISCO_INFO, on_info, NULL, 0);
 	pl_hook(m, "iq/get/" NS_DISCO_INFO, on_account_info, NULL, 0);
 	pl_hook(m, "iq/get/" NS_DISCO_ITEMS, on_items, NULL, 0);
+	pl_hook(m, "stream-features/bind", on_stream_features, NULL, 0);
 	return 0;
 }
 
+static void disco_unload(struct pl_module *m)
+{
+	free(caps_ver);
+	caps_ver = NULL;
+	(void)m;
+}
+
 PL_MODULE(disco, .version = "0.1", .options = disco_options, .conf_size = sizeof(struct disco_conf),
-	  .check = check_addresses, .load = disco_load);
+	  .check = check_addresses, .load = disco_load, .unload = disco_unload);
