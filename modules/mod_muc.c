@@ -210,6 +210,10 @@ struct room {
 	size_t occupant_count;
 	struct affiliation_entry *affiliations;   /* owned */
 	char *subject, *subject_nick;    /* owned or NULL */
+	/* The room's vCard (XEP-0054 on the room JID, set by owners) and the
+	 * SHA-1 of its photo, announced in disco#info (XEP-0486). Owned. */
+	struct pl_xnode *vcard;
+	char *avatar_hash;
 	int64_t subject_at_ms;
 	struct history_entry *history;   /* ring of config.history entries */
 	size_t history_start, history_count, history_cap;
@@ -411,6 +415,8 @@ static void put_room(struct pl_store_write *w, const struct room *r)
 		pl_xnode_set_attr(s, "at", number);
 		pl_xnode_add_text(s, r->subject, strlen(r->subject));
 	}
+	if (r->vcard)
+		pl_xnode_add_child(n, pl_xnode_copy(r->vcard));
 	struct pl_buf value = { 0 };
 	pl_xnode_serialize(n, NULL, &value);
 	pl_store_put(w, rooms_space, r->jid, strlen(r->jid), value.data, value.len);
@@ -648,6 +654,8 @@ static void room_free(struct room *r)
 	config_free(&r->config);
 	free(r->subject);
 	free(r->subject_nick);
+	pl_xnode_unref(&r->vcard);
+	free(r->avatar_hash);
 	free(r->jid);
 	free(r);
 }
@@ -2309,6 +2317,9 @@ static int room_info(const struct room *r, const struct pl_xnode *iq, const char
 		snprintf(number, sizeof(number), "%zu", r->occupant_count);
 		add_field(form, "muc#roominfo_occupants", NULL, "Occupants", number);
 		add_field(form, "muc#roominfo_subject", NULL, "Subject", r->subject ? r->subject : "");
+		if (r->avatar_hash)
+			add_field(form, "muc#roominfo_avatarhash", "text-multi", "Avatar hash",
+				  r->avatar_hash);
 		add_field(form, "muc#roomconfig_changesubject", "boolean", NULL,
 			  c->change_subject ? "1" : "0");
 		snprintf(number, sizeof(number), "%" PRId64, c->history);
@@ -2356,6 +2367,72 @@ static int archive_query(struct room *r, const struct pl_xnode *iq, const char *
 	return result == PL_CONTINUE ? PL_HOOK_ERROR(PL_ERR_SERVICE_UNAVAILABLE) : result;
 }
 
+/* Keeps a copy of `vcard` and the hash of its photo. */
+static void set_room_vcard(struct room *r, const struct pl_xnode *vcard)
+{
+	pl_xnode_unref(&r->vcard);
+	free(r->avatar_hash);
+	r->avatar_hash = NULL;
+	r->vcard = vcard && pl_xnode_first_element(vcard) ? pl_xnode_copy(vcard) : NULL;
+	struct pl_xnode *photo = r->vcard ? pl_xnode_find(r->vcard, "PHOTO", NS_VCARD) : NULL;
+	struct pl_xnode *binval = photo ? pl_xnode_find(photo, "BINVAL", NS_VCARD) : NULL;
+	char *text = binval ? pl_xnode_text(binval) : NULL;
+	uint8_t *bytes = NULL;
+	size_t len = 0;
+	if (text) {
+		/* Base64 in a vCard may be folded over lines. */
+		char *w = text;
+		for (char *c = text; *c; c++)
+			if (*c != '\n' && *c != '\r' && *c != ' ' && *c != '\t')
+				*w++ = *c;
+		*w = 0;
+	}
+	if (text && pl_base64_decode(text, strlen(text), &bytes, &len) == 0 && len) {
+		uint8_t digest[64];
+		pl_scram_hash(PL_SCRAM_SHA1, bytes, len, digest);
+		r->avatar_hash = pl_calloc(41, 1);
+		for (size_t i = 0; i < 20; i++)
+			snprintf(r->avatar_hash + i * 2, 3, "%02x", digest[i]);
+	}
+	free(bytes);
+	free(text);
+}
+
+#define MAX_ROOM_VCARD (256 * 1024)
+
+static int room_vcard(struct room *r, const struct pl_xnode *iq, const char *bare, bool get)
+{
+	if (get) {
+		struct pl_xnode *reply = pl_iq_result(iq);
+		if (r->vcard)
+			pl_xnode_add_child(reply, pl_xnode_copy(r->vcard));
+		else
+			pl_xnode_add_element(reply, "vCard", NS_VCARD);
+		pl_route(reply, NULL);
+		pl_xnode_unref(&reply);
+		return PL_HANDLED;
+	}
+	if (affiliation_of(r, bare) < AFF_OWNER)
+		return PL_HOOK_ERROR(PL_ERR_FORBIDDEN);
+	struct pl_xnode *vcard = pl_xnode_find(iq, "vCard", NS_VCARD);
+	if (!vcard)
+		return PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
+	struct pl_buf size = { 0 };
+	pl_xnode_serialize(vcard, NULL, &size);
+	bool too_big = size.len > MAX_ROOM_VCARD;
+	pl_buf_free(&size);
+	if (too_big)
+		return PL_HOOK_ERROR(PL_ERR_NOT_ACCEPTABLE);
+	set_room_vcard(r, vcard);
+	save_room(r);
+	reply_empty(iq);
+	/* XEP-0486: occupants refetch the avatar on a configuration change. */
+	static const int codes[] = { STATUS_CONFIG_CHANGED };
+	broadcast_status(r, codes, 1);
+	pl_module_log(self, 3, "%s: vCard set by %s", r->jid, bare);
+	return PL_HANDLED;
+}
+
 static int room_iq(struct room *r, const struct pl_xnode *iq, const char *from, const char *bare)
 {
 	const char *type = pl_xnode_attr(iq, "type");
@@ -2393,13 +2470,8 @@ static int room_iq(struct room *r, const struct pl_xnode *iq, const char *from, 
 		reply_empty(iq);
 		return PL_HANDLED;
 	}
-	if (strcmp(ns, NS_VCARD) == 0 && get) {
-		struct pl_xnode *reply = pl_iq_result(iq);
-		pl_xnode_add_element(reply, "vCard", NS_VCARD);
-		pl_route(reply, NULL);
-		pl_xnode_unref(&reply);
-		return PL_HANDLED;
-	}
+	if (strcmp(ns, NS_VCARD) == 0)
+		return room_vcard(r, iq, bare, get);
 	return PL_HOOK_ERROR(PL_ERR_SERVICE_UNAVAILABLE);
 }
 
@@ -2621,6 +2693,8 @@ static bool flag_attr(const struct pl_xnode *n, const char *name)
 	return v && strcmp(v, "1") == 0;
 }
 
+static void set_room_vcard(struct room *r, const struct pl_xnode *vcard);
+
 static int restore_room(void *arg, const void *key, size_t key_len, const void *value,
 			size_t value_len)
 {
@@ -2670,6 +2744,9 @@ static int restore_room(void *arg, const void *key, size_t key_len, const void *
 		number = pl_xnode_attr(subject, "at");
 		r->subject_at_ms = number ? strtoll(number, NULL, 10) : 0;
 	}
+	struct pl_xnode *vcard = pl_xnode_find(n, "vCard", NS_VCARD);
+	if (vcard)
+		set_room_vcard(r, vcard);
 	pl_xnode_unref(&n);
 	free(jid);
 	(*count)++;

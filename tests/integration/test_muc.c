@@ -612,6 +612,21 @@ int main(void)
 	has_str(answer, "role='moderator'", "and so a moderator");
 	free(answer);
 
+	/* -- the room's vCard (avatar) ------------------------------------------------------------------ */
+	ok(iq_fails_with(bob, "set", ROOM1, "<vCard xmlns='vcard-temp'><FN>mine</FN></vCard>", "forbidden"),
+	   "only an owner sets the room's vCard");
+	ok(iq_ok(alice, "set", ROOM1, "<vCard xmlns='vcard-temp'><FN>Room One</FN><PHOTO><TYPE>image/png</TYPE>"
+				      "<BINVAL>aGVsbG8=</BINVAL></PHOTO></vCard>"),
+	   "the owner sets it, with a photo");
+	answer = iq(eve, "get", ROOM1, "<vCard xmlns='vcard-temp'/>");
+	has_str(answer, "<BINVAL>aGVsbG8=</BINVAL>", "anyone reads it back");
+	free(answer);
+	answer = iq(eve, "get", ROOM1, "<query xmlns='http://jabber.org/protocol/disco#info'/>");
+	has_str(answer, "<field var='muc#roominfo_avatarhash' type='text-multi' label='Avatar hash'>"
+			"<value>aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d</value>",
+		"disco#info announces the photo's SHA-1 (XEP-0486)");
+	free(answer);
+
 	/* -- a moderated room, voice ------------------------------------------------------------------- */
 	ok(joined(alice, "room3@" SERVICE "/Alice", NULL), "alice creates room3");
 	ok(configure(alice, "room3@" SERVICE, field("muc#roomconfig_moderatedroom", "1")),
@@ -680,6 +695,7 @@ int main(void)
 	answer = iq(eve, "get", ROOM1, "<query xmlns='http://jabber.org/protocol/disco#info'/>");
 	has_str(answer, "name='Room One'", "room1 keeps its name");
 	has_str(answer, "muc_membersonly", "and its configuration");
+	has_str(answer, "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d", "and its avatar");
 	free(answer);
 	ok(joined(eve, ROOM1 "/Evie", "<history maxstanzas='1'/>"), "eve is still a member");
 	ok(raw_client_seen(eve, "<body>welcome dave</body>", WAIT), "history on join comes from the archive");
