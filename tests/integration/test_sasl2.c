@@ -20,8 +20,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define WAIT 5000
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static const char *bind2 =
 	"<user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'><software>Test</software>"
@@ -263,6 +271,38 @@ int main(void)
 	has_str(success, "not-authorized", "a wrong token is refused");
 	free(success);
 	raw_client_free(quick);
+	/* One round trip after TLS: the stream header and the FAST
+	 * <authenticate/> (with Bind2) go in one write; the next thing the
+	 * client waits for is <success/>. */
+	long long t0 = now_ms();
+	struct raw_client *classic = raw_client_new_session(s.c2s_tls_port, "alice", "alice-secret", "classic");
+	raw_client_send(classic, "<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
+	raw_client_seen(classic, "<enabled", WAIT);
+	raw_client_send(classic, "<iq type='set' id='cc'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+	raw_client_seen(classic, "id='cc'", WAIT);
+	long long classic_ms = now_ms() - t0;
+	raw_client_free(classic);
+	t0 = now_ms();
+	struct raw_client *piped = raw_client_connect(s.c2s_tls_port, true);
+	unsigned char no_cb[1];
+	unsigned char responder[32];
+	char *initial = ht_response("alice", token, no_cb, 0, responder);
+	raw_client_send(piped, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+			       "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
+			       "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='HT-SHA-256-NONE'><initial-response>%s"
+			       "</initial-response><user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'/>"
+			       "<fast xmlns='urn:xmpp:fast:0' count='3'/>%s</authenticate>",
+			initial, strstr(bind2, "<bind"));
+	free(initial);
+	success = raw_client_wait(piped, "<success", WAIT);
+	long long fast_ms = now_ms() - t0;
+	has_str(success, "<bound xmlns='urn:xmpp:bind:0'>",
+		"pipelined stream header + FAST + Bind2: bound, carbons and resumable SM after one round trip");
+	diag("connect to ready on loopback TLS: SASL1 (open, PLAIN, restart, bind, enable SM, carbons) %lld ms; "
+	     "SASL2+FAST+Bind2 pipelined %lld ms", classic_ms, fast_ms);
+	free(success);
+	raw_client_free(piped);
+
 	const char *passwd[] = { "passwd", "alice@localhost", NULL };
 	ok(ph_ctl(&s, passwd, "alice-new-secret\n", NULL, NULL) == 0, "alice's password is changed");
 	success = fast_login(&s, "HT-SHA-256-NONE", token, NULL, &responder_ok, &quick);
