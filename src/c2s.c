@@ -2378,6 +2378,34 @@ bool pl_c2s_begin_shutdown(void)
 	return streams != NULL;
 }
 
+void pl_c2s_each_transport(void (*fn)(void *arg, const char *transport, size_t sessions,
+					size_t hibernating),
+			   void *arg)
+{
+	/* Few transports: count by name in a small table. */
+	const char *names[8];
+	size_t live[8] = { 0 }, asleep[8] = { 0 }, kinds = 0;
+	for (struct pl_c2s *c = streams; c; c = c->next) {
+		if (!c->bound)
+			continue;
+		const char *name = c->ops ? c->ops->name : "tcp";
+		size_t k = 0;
+		while (k < kinds && strcmp(names[k], name) != 0)
+			k++;
+		if (k == kinds) {
+			if (kinds == PL_ARRAY_LEN(names))
+				continue;
+			names[kinds++] = name;
+		}
+		if (c->t)
+			live[k]++;
+		else
+			asleep[k]++;
+	}
+	for (size_t k = 0; k < kinds; k++)
+		fn(arg, names[k], live[k], asleep[k]);
+}
+
 bool pl_c2s_idle(void)
 {
 	return streams == NULL;

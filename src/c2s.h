@@ -19,6 +19,11 @@ int pl_c2s_start(struct event_base *base, const struct pl_config *config, char *
  * longer so the errors reach the clients). */
 bool pl_c2s_begin_shutdown(void);
 bool pl_c2s_idle(void);
+/* Bound client sessions per transport ("tcp", "websocket", "bosh"): those
+ * with a connection and those hibernating (XEP-0198), for metrics. */
+void pl_c2s_each_transport(void (*fn)(void *arg, const char *transport, size_t sessions,
+					size_t hibernating),
+			   void *arg);
 /* An IQ received before authentication that a module may answer (XEP-0077
  * in-band registration): fired as "iq-unauthenticated/<namespace>". */
 struct pl_unauthenticated_iq {
