@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define BODY "<body xmlns='http://jabber.org/protocol/httpbind' "
 
@@ -94,6 +95,171 @@ static bool login(const char *sid, unsigned long long *rid, const char *user, co
 	bool bound = a && strstr(a, "</jid>");
 	free(a);
 	return success && features && bound;
+}
+
+/* The value of attribute name in text, or 0. */
+static long long attribute(const char *text, const char *name)
+{
+	char needle[40];
+	snprintf(needle, sizeof(needle), " %s='", name);
+	const char *at = text ? strstr(text, needle) : NULL;
+	return at ? atoll(at + strlen(needle)) : 0;
+}
+
+#define PING "<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+/* XEP-0124 9: a session whose client asks for acknowledgements. */
+static void acknowledgements(const struct ph_server *s, struct raw_client *alice)
+{
+	char sid[64];
+	char *a = roundtrip(BODY "xmlns:xmpp='urn:xmpp:xbosh' rid='1000' to='localhost' wait='60' "
+				 "hold='1' ack='1' ver='1.6' xmpp:version='1.0'/>");
+	const char *at = a ? strstr(a, " sid='") : NULL;
+	snprintf(sid, sizeof(sid), "%.*s", at ? (int)strcspn(at + 6, "'") : 0, at ? at + 6 : "");
+	has_str(a, "ack='1000'", "ack='1' at creation: the answer acknowledges the creation rid");
+	free(a);
+	a = roundtrip(BODY "xmlns:xmpp='urn:xmpp:xbosh' rid='1000' to='localhost' wait='60' hold='1' "
+			   "ver='1.6' xmpp:version='1.0'/>");
+	ok(a && !strstr(a, " ack="), "without ack='1' a session does not acknowledge");
+	free(a);
+	unsigned long long rid = 1000;
+	ok(login(sid, &rid, "carol", "acks"), "carol logs in over a session with acknowledgements");
+	a = roundtrip(BODY "rid='%llu' sid='%s'>" PING "</body>", ++rid, sid);
+	ok(a && strstr(a, "<iq") && !strstr(a, " ack="),
+	   "an answer to the highest rid received carries no ack");
+	free(a);
+
+	struct http_client *held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(s, sid, rid), "a poll is held");
+	struct http_client *next = post(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' "
+					     "to='alice@localhost/tcp' type='chat'><body>acked</body></message>"
+					     "</body>", ++rid, sid);
+	a = reply(held);
+	is_int(attribute(a, "ack"), (long long)rid,
+	       "the held request, answered after a later one came, acknowledges that later rid");
+	free(a);
+	ok(raw_client_seen(alice, "acked", 5000), "the later request's message is delivered");
+	raw_client_send(alice, "<message to='carol@localhost/acks' type='chat'><body>lost answer</body></message>");
+	a = reply(next);
+	has_str(a, "lost answer", "the next held request is answered with a message");
+	ok(a && !strstr(a, " ack="), "it answers the highest rid: no ack");
+	free(a);
+	unsigned long long lost = rid;
+
+	/* The client pretends that answer never came; a report is for an
+	 * answer sent over a second ago, so time passes first. */
+	usleep(1200 * 1000);
+	struct http_client *h = post(BODY "rid='%llu' sid='%s' ack='%llu'/>", ++rid, sid, lost - 1);
+	struct http_response r = h ? http_client_read(h, 15000) : (struct http_response){ .status = -1 };
+	http_client_free(h);
+	is_int(attribute(r.body, "report"), (long long)lost,
+	       "an ack short of an answer sent long ago: the next answer reports it at once");
+	ok(attribute(r.body, "time") >= 1000, "with the time since it was sent (%lld ms)",
+	   attribute(r.body, "time"));
+	http_response_free(&r);
+	/* Requests go on without acknowledging the lost answer, past the
+	 * window (requests 2) that would bound an unacknowledging session. */
+	for (int i = 0; i < 3; i++) {
+		a = roundtrip(BODY "rid='%llu' sid='%s' ack='%llu'>" PING "</body>", ++rid, sid, lost - 1);
+		ok(a && strstr(a, "<iq") && !strstr(a, " report="), "request %d answered, reported once", i + 1);
+		free(a);
+	}
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", lost, sid);
+	has_str(a, "lost answer", "an unacknowledged answer is kept: repeating its rid gets it");
+	free(a);
+	/* Acknowledging everything frees the answers. */
+	rid++;
+	struct http_client *last = post(BODY "rid='%llu' sid='%s' ack='%llu'/>", rid, sid, rid - 1);
+	ok(processed(s, sid, rid), "a request acknowledging every answer is held");
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", lost, sid);
+	has_str(a, "condition='item-not-found'", "an acknowledged answer is forgotten: item-not-found");
+	free(a);
+	a = reply(last);
+	has_str(a, "type='terminate'", "and the session is over");
+	free(a);
+}
+
+/* XEP-0124 11 and 12: more requests at once than 'requests', or empty
+ * requests more often than 'polling' (2 s), end the session. */
+static void overactivity(const struct ph_server *s, struct raw_client *alice)
+{
+	char sid[64];
+	unsigned long long rid = 1000;
+	char *a = create("1", "60", sid, sizeof(sid));
+	has_str(a, "polling='2'", "sessions announce polling 2");
+	free(a);
+	ok(login(sid, &rid, "carol", "busy"), "carol logs in (hold 1, requests 2)");
+	struct http_client *held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(s, sid, rid), "a poll is held");
+	struct http_client *early = post(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' "
+					      "to='alice@localhost/tcp' type='chat'><body>too many</body>"
+					      "</message></body>", rid + 2, sid);
+	char early_log[160];
+	snprintf(early_log, sizeof(early_log), "session %s: rid %llu early", sid, rid + 2);
+	ok(ph_wait_log(s, early_log, 5000), "a request ahead of its turn waits");
+	a = roundtrip(BODY "rid='%llu' sid='%s'>" PING "</body>", rid + 1, sid);
+	has_str(a, "type='terminate' condition='policy-violation'",
+		"a third request while two are unanswered (requests 2): policy-violation");
+	free(a);
+	ok(ph_wait_log(s, "more simultaneous requests than 'requests' allows", 5000), "and a log line");
+	a = reply(held);
+	has_str(a, "type='terminate'", "the held request is answered: the session is over");
+	free(a);
+	a = reply(early);
+	has_str(a, "type='terminate'", "so is the early one");
+	free(a);
+	raw_client_sync(alice);
+	is_int(raw_client_count(alice, "too many"), 0, "whose payload was never processed");
+
+	/* Long polling: an empty request that fills the last place right
+	 * after the one before it. */
+	free(create("1", "60", sid, sizeof(sid)));
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "eager"), "carol logs in again");
+	held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(s, sid, rid), "a poll is held");
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "condition='policy-violation'",
+		"a second empty request at once while one is held: policy-violation");
+	free(a);
+	ok(ph_wait_log(s, "empty requests more often than 'polling' allows", 5000), "and a log line");
+	free(reply(held));
+
+	/* The same after the polling interval is fine (timing is the point
+	 * here: 3 s for polling 2). */
+	free(create("1", "60", sid, sizeof(sid)));
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "patient"), "carol logs in again");
+	held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(s, sid, rid), "a poll is held");
+	sleep(3);
+	struct http_client *second = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	a = reply(held);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>",
+		"an empty request after the polling interval releases the held one");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s' type='terminate'/>", ++rid, sid);
+	has_str(a, "type='terminate'", "a terminate request is allowed beyond 'requests'");
+	ok(!strstr(a ? a : "", "policy-violation"), "without policy-violation");
+	free(a);
+	free(reply(second));
+
+	/* A polling session (hold 0): two empty polls within polling. */
+	free(create("0", "60", sid, sizeof(sid)));
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "poller"), "carol logs in with a polling session");
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>", "an empty poll gets an empty answer");
+	free(a);
+	sleep(3);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>",
+		"another one after the polling interval is fine");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "condition='policy-violation'", "one more at once: policy-violation");
+	free(a);
+	ok(ph_wait_log(s, "empty polls more often than 'polling' allows", 5000), "and a log line");
 }
 
 /* Stream management underneath BOSH: a session whose client stops
@@ -245,7 +411,10 @@ int main(void)
 	has_str(m, "second", "then the second");
 	free(m);
 
-	struct http_client *poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	/* Not empty: an empty request right after another while one is
+	 * held would be overactivity (XEP-0124 11). */
+	struct http_client *poll = post(BODY "rid='%llu' sid='%s'><iq xmlns='jabber:client' type='get' "
+					     "id='p1'><ping xmlns='urn:xmpp:ping'/></iq></body>", ++rid, sid);
 	a = reply(later);
 	ok(a != NULL, "a new request releases the one held before it (hold 1)");
 	free(a);
@@ -324,6 +493,9 @@ int main(void)
 	free(methods);
 	http_response_free(&r);
 	http_client_free(h);
+
+	acknowledgements(&s, alice);
+	overactivity(&s, alice);
 
 	/* What an idle logged-in BOSH session costs (a figure for the notes). */
 	enum { USERS = 4, PER = 25 };
