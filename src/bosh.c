@@ -17,7 +17,10 @@
  * and is told with `report` when an answer it lacks went out long ago.
  * A client that sends more requests at once than `requests` allows, or
  * polls empty-handed more often than `polling` (XEP-0124 11, 12), loses
- * its session with policy-violation. */
+ * its session with policy-violation. A client over the c2s stanza rate
+ * has its next requests wait (processed, in order, once the pause is
+ * over) as a TCP client has its socket paused: it slows down and loses
+ * nothing. */
 #include "bosh.h"
 #include "c2s_transport.h"
 #include "counters.h"
@@ -88,6 +91,8 @@ struct bosh {
 	bool last_empty;                /* ... and it carried nothing */
 	struct event *timer;            /* wait of the oldest held, or inactivity */
 	struct event *flush;            /* deferred answer / end */
+	struct event *resume;           /* the end of a stanza rate pause */
+	int64_t resume_ms;              /* no request is processed before this */
 	char stream_id[33], from[256];
 	char address[46];
 	bool secure, loopback;
@@ -234,6 +239,10 @@ static void arm_timer(struct bosh *b)
 		delay_ms = b->held->since_ms + b->wait_s * 1000 - pl_now_ms();
 	else
 		delay_ms = b->pause_s ? b->pause_s * 1000 : inactivity_s() * 1000;
+	/* Requests waiting out a stanza rate pause are activity: inactivity
+	 * counts from the end of the pause. */
+	if (!b->held && b->resume_ms > pl_now_ms())
+		delay_ms += b->resume_ms - pl_now_ms();
 	if (delay_ms < 0)
 		delay_ms = 0;
 	struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
@@ -263,6 +272,7 @@ static void free_session(struct bosh *b, const char *condition)
 	unlink_session(b);
 	event_free(b->timer);
 	event_free(b->flush);
+	event_free(b->resume);
 	pl_buf_free(&b->pending);
 	while (b->nsent)
 		drop_sent(b, 0);
@@ -378,9 +388,16 @@ static SSL *bosh_ssl(void *t)
 	return NULL;
 }
 
+/* The stanza rate limit: requests that come meanwhile wait in `queued`
+ * and their answers with them, so the client slows down. */
 static void bosh_pause_reading(void *t, int64_t ms)
 {
-	/* Nothing to pause: the client waits for answers anyway. */
+	struct bosh *b = t;
+	b->resume_ms = pl_now_ms() + ms;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	evtimer_add(b->resume, &tv);
+	pl_log(PL_LOG_DEBUG, "bosh", "session %s: requests wait %lld ms (stanza rate)", b->sid,
+	       (long long)ms);
 }
 
 static void bosh_set_idle_timeout(void *t, int64_t ms)
@@ -535,6 +552,30 @@ static bool overactive(struct bosh *b, struct breq *q, const struct pl_xnode *bo
 	return true;
 }
 
+/* Processes the requests that waited for the one just processed, unless
+ * the stanza rate has paused the session. */
+static void process_queued(struct bosh *b)
+{
+	while (!b->closing && b->queued && b->queued->rid == b->rid + 1 &&
+	       pl_now_ms() >= b->resume_ms) {
+		struct breq *next = b->queued;
+		b->queued = next->next;
+		next->next = NULL;
+		struct pl_xnode *payload = next->payload;
+		next->payload = NULL;
+		process(b, next, payload);
+		pl_xnode_unref(&payload);
+	}
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct bosh *b = arg;
+	b->resume_ms = 0;
+	process_queued(b);
+	flush_now(b);
+}
+
 static void create_session(struct breq *q, struct pl_xnode *body)
 {
 	struct pl_http_request *r = q->r;
@@ -562,6 +603,7 @@ static void create_session(struct breq *q, struct pl_xnode *body)
 	snprintf(b->address, sizeof(b->address), "%s", pl_http_peer_address(r));
 	b->timer = evtimer_new(loop, on_timer, b);
 	b->flush = event_new(loop, -1, 0, on_flush, b);
+	b->resume = evtimer_new(loop, on_resume, b);
 	b->next = sessions;
 	if (sessions)
 		sessions->prev = b;
@@ -698,8 +740,9 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 		return;
 	}
 	take_ack(b, body, q->rid, true);
-	if (q->rid != b->rid + 1) {
-		/* Early: it waits for the ones before it. */
+	if (q->rid != b->rid + 1 || pl_now_ms() < b->resume_ms) {
+		/* Early (or the stanza rate pause): it waits for the ones
+		 * before it. */
 		q->payload = body;
 		q->b = b;
 		struct breq **at = &b->queued;
@@ -713,15 +756,7 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 	}
 	process(b, q, body);
 	pl_xnode_unref(&body);
-	while (!b->closing && b->queued && b->queued->rid == b->rid + 1) {
-		struct breq *next = b->queued;
-		b->queued = next->next;
-		next->next = NULL;
-		struct pl_xnode *payload = next->payload;
-		next->payload = NULL;
-		process(b, next, payload);
-		pl_xnode_unref(&payload);
-	}
+	process_queued(b);
 	if (pause && !b->closing) {
 		/* XEP-0124 10: every held request is answered now, and the
 		 * session waits `pause` seconds for the next one. */

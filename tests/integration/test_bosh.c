@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BODY "<body xmlns='http://jabber.org/protocol/httpbind' "
@@ -260,6 +261,72 @@ static void overactivity(const struct ph_server *s, struct raw_client *alice)
 	has_str(a, "condition='policy-violation'", "one more at once: policy-violation");
 	free(a);
 	ok(ph_wait_log(s, "empty polls more often than 'polling' allows", 5000), "and a log line");
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The c2s stanza rate limit over BOSH: a flooding client's next
+ * request waits until its debt is paid, and nothing is lost. */
+static void rate_limit(void)
+{
+	struct ph_server s;
+	int saved_port = http_port;
+	http_port = ph_free_port();
+	char extra[300];
+	snprintf(extra, sizeof(extra),
+		 "<http address=\"127.0.0.1\" port=\"%d\" consider-secure=\"true\"/>", http_port);
+	ph_server_init(&s, NULL);
+	char *config = ph_standard_config(&s, NULL, extra);
+	char *patched = ph_config_with_attributes(config, "c2s",
+						  "max-stanzas-per-second=\"20\" stanza-burst=\"10\"");
+	ph_server_write_config(&s, patched);
+	free(patched);
+	free(config);
+	if (!ok(ph_server_start(&s, NULL) == 0, "a server with 20 stanzas/s per session starts"))
+		return;
+	ph_add_user(&s, "dave");
+	ph_add_user(&s, "erin");
+	struct raw_client *erin = raw_client_new_session(s.c2s_tls_port, "erin", "erin-secret", "tcp");
+	char sid[64];
+	free(create("1", "10", sid, sizeof(sid)));
+	unsigned long long rid = 1000;
+	ok(login(sid, &rid, "dave", "flood"), "dave logs in over BOSH");
+	/* 60 messages at once: 50 over the burst, 2.5 s of debt. */
+	size_t cap = 60 * 120 + 200, len = 0;
+	char *flood = malloc(cap);
+	for (int i = 1; i <= 60; i++)
+		len += (size_t)snprintf(flood + len, cap - len, "<message xmlns='jabber:client' "
+					"to='erin@localhost/tcp' type='chat'><body>flood %d</body></message>", i);
+	char *a = roundtrip(BODY "rid='%llu' sid='%s'>%s" PING "</body>", ++rid, sid, flood);
+	free(flood);
+	has_str(a, "<iq", "a request with 60 messages is answered");
+	free(a);
+	long long answered_ms = now_ms();
+	ok(ph_wait_log(&s, "sends more than 20 stanzas/s", 5000), "the c2s rate limit is logged");
+	struct http_client *next = post(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' "
+					     "to='erin@localhost/tcp' type='chat'><body>after the pause</body>"
+					     "</message>" PING "</body>", ++rid, sid);
+	char waits[160];
+	snprintf(waits, sizeof(waits), "session %s: rid %llu early: waits", sid, rid);
+	ok(ph_wait_log(&s, waits, 5000), "the next request waits for the pause");
+	a = reply(next);
+	has_str(a, "<iq", "and is processed once it is over");
+	free(a);
+	long long paused = now_ms() - answered_ms;
+	ok(paused >= 2000, "not before the debt is paid (%lld ms)", paused);
+	char *m = erin ? raw_client_wait(erin, "after the pause", 10000) : NULL;
+	ok(m != NULL, "its message is delivered");
+	free(m);
+	is_int(erin ? raw_client_count(erin, "<body>flood ") : 0, 60, "after all 60 of the flood: none lost");
+	raw_client_free(erin);
+	is_int(ph_server_stop(&s), 0, "that server stops cleanly");
+	ph_server_cleanup(&s);
+	http_port = saved_port;
 }
 
 /* Stream management underneath BOSH: a session whose client stops
@@ -541,5 +608,6 @@ int main(void)
 	free(a);
 	ph_server_cleanup(&s);
 	resumption();
+	rate_limit();
 	return done_testing();
 }
