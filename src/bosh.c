@@ -682,8 +682,8 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 	}
 	if (q->rid <= b->rid) {
 		/* XEP-0124 14.3: a repeated request gets its answer again. */
+		take_ack(b, body, q->rid, false); /* may forget answers: first */
 		struct sent *slot = find_sent(b, q->rid);
-		take_ack(b, body, q->rid, false);
 		pl_xnode_unref(&body);
 		if (slot) {
 			pl_log(PL_LOG_DEBUG, "bosh", "%s: rid %" PRIu64 " again: answer resent",
