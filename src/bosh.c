@@ -10,7 +10,17 @@
  * request the client repeats (its answer was lost with a connection) gets
  * the same answer again and nothing is lost or processed twice. A session
  * with no request for `inactivity` seconds is over, as a broken TCP
- * connection would be (a stream-managed session hibernates). */
+ * connection would be (a stream-managed session hibernates).
+ * A client that asks for acknowledgements (XEP-0124 9) learns from the
+ * `ack` of an answer which requests arrived, tells with its own `ack`
+ * which answers it has (those are forgotten, the others kept however old)
+ * and is told with `report` when an answer it lacks went out long ago.
+ * A client that sends more requests at once than `requests` allows, or
+ * polls empty-handed more often than `polling` (XEP-0124 11, 12), loses
+ * its session with policy-violation. A client over the c2s stanza rate
+ * has its next requests wait (processed, in order, once the pause is
+ * over) as a TCP client has its socket paused: it slows down and loses
+ * nothing. */
 #include "bosh.h"
 #include "c2s_transport.h"
 #include "counters.h"
@@ -33,7 +43,11 @@
 #define MAX_HOLD 2
 #define POLLING 2
 #define MAX_PAUSE 120
-#define WINDOW 4 /* requests: hold + 1, at most */
+#define MAX_UNACKED 16 /* answers kept for a client that acknowledges */
+/* A lost answer is reported once it is this old: younger, it is most
+ * likely still on its way, and the report would only cost the client a
+ * held request. */
+#define REPORT_AFTER_MS 1000
 
 struct bosh;
 
@@ -48,9 +62,12 @@ struct breq {
 	struct breq *next;
 };
 
+/* An answer, kept for the client to ask again (XEP-0124 14.3). */
 struct sent {
 	uint64_t rid;
-	char *body; /* owned; NULL: empty slot */
+	char *body;     /* owned */
+	int64_t at_ms;  /* when it went out */
+	bool payload;   /* it carried elements */
 };
 
 struct bosh {
@@ -62,9 +79,20 @@ struct bosh {
 	struct breq *held;              /* oldest first, answered later; owned */
 	struct breq *queued;            /* rids ahead of the next one; owned */
 	struct pl_buf pending;          /* elements to send; owned */
-	struct sent sent[WINDOW];       /* recent answers by rid, for repeats */
+	struct sent *sent;              /* answers kept for repeats; owned */
+	size_t nsent;
+	bool acks;                      /* XEP-0124 9: the client acknowledges */
+	uint64_t acked;                 /* the client has every answer up to this rid */
+	uint64_t answered;              /* the highest rid answered */
+	uint64_t report;                /* an answer to report lost in the next one, 0: none */
+	int64_t report_age_ms;          /* ... sent this long ago */
+	uint64_t reported;              /* the last rid reported (each once) */
+	int64_t last_request_ms;        /* when the last new request came */
+	bool last_empty;                /* ... and it carried nothing */
 	struct event *timer;            /* wait of the oldest held, or inactivity */
 	struct event *flush;            /* deferred answer / end */
+	struct event *resume;           /* the end of a stanza rate pause */
+	int64_t resume_ms;              /* no request is processed before this */
 	char stream_id[33], from[256];
 	char address[46];
 	bool secure, loopback;
@@ -85,12 +113,59 @@ static int64_t inactivity_s(void)
 
 /* ---- answering ---------------------------------------------------------------- */
 
-static void remember(struct bosh *b, uint64_t rid, const char *body)
+static struct sent *find_sent(struct bosh *b, uint64_t rid)
 {
-	struct sent *slot = &b->sent[rid % WINDOW];
-	free(slot->body);
+	for (size_t i = 0; i < b->nsent; i++)
+		if (b->sent[i].rid == rid)
+			return &b->sent[i];
+	return NULL;
+}
+
+static void drop_sent(struct bosh *b, size_t i)
+{
+	free(b->sent[i].body);
+	b->sent[i] = b->sent[--b->nsent];
+}
+
+/* Forgets the answers the client can no longer ask for again: with
+ * acknowledgements those it acknowledged (keeping the others, up to
+ * MAX_UNACKED), without them those older than the window (XEP-0124 14.3). */
+static void forget(struct bosh *b)
+{
+	for (size_t i = 0; i < b->nsent;) {
+		uint64_t rid = b->sent[i].rid;
+		bool gone = b->acks ? rid <= b->acked
+				    : rid < b->rid && b->rid - rid >= (uint64_t)b->requests;
+		if (gone)
+			drop_sent(b, i);
+		else
+			i++;
+	}
+	while (b->nsent > MAX_UNACKED) {
+		size_t oldest = 0;
+		for (size_t i = 1; i < b->nsent; i++)
+			if (b->sent[i].rid < b->sent[oldest].rid)
+				oldest = i;
+		drop_sent(b, oldest);
+	}
+}
+
+static void remember(struct bosh *b, uint64_t rid, const char *body, bool payload)
+{
+	struct sent *slot = find_sent(b, rid);
+	if (!slot) {
+		b->sent = pl_realloc(b->sent, (b->nsent + 1) * sizeof(*b->sent));
+		slot = &b->sent[b->nsent++];
+	} else {
+		free(slot->body);
+	}
 	slot->rid = rid;
 	slot->body = pl_strdup(body);
+	slot->at_ms = pl_now_ms();
+	slot->payload = payload;
+	if (rid > b->answered)
+		b->answered = rid;
+	forget(b);
 }
 
 static void respond_text(struct pl_http_request *r, const char *body)
@@ -114,6 +189,17 @@ static void answer(struct bosh *b, struct breq *q, const char *type, const char 
 		pl_buf_printf(&out, " type='%s'", type);
 	if (condition)
 		pl_buf_printf(&out, " condition='%s'", condition);
+	/* XEP-0124 9.1: the highest rid received with all before it, unless
+	 * it is the one this answers. */
+	if (b->acks && b->rid != q->rid)
+		pl_buf_printf(&out, " ack='%" PRIu64 "'", b->rid);
+	if (b->report) {
+		/* XEP-0124 9.2: the answer the client's ack says it lacks. */
+		pl_buf_printf(&out, " report='%" PRIu64 "' time='%" PRId64 "'", b->report,
+			      b->report_age_ms);
+		b->report = 0;
+	}
+	bool payload = b->pending.len > 0;
 	if (b->pending.len) {
 		pl_buf_puts(&out, ">");
 		pl_buf_append(&out, b->pending.data, b->pending.len);
@@ -123,7 +209,7 @@ static void answer(struct bosh *b, struct breq *q, const char *type, const char 
 		pl_buf_puts(&out, "/>");
 	}
 	pl_buf_append(&out, "", 1);
-	remember(b, q->rid, out.data);
+	remember(b, q->rid, out.data, payload);
 	pl_http_set_data(q->r, NULL);
 	respond_text(q->r, out.data);
 	pl_buf_free(&out);
@@ -153,6 +239,10 @@ static void arm_timer(struct bosh *b)
 		delay_ms = b->held->since_ms + b->wait_s * 1000 - pl_now_ms();
 	else
 		delay_ms = b->pause_s ? b->pause_s * 1000 : inactivity_s() * 1000;
+	/* Requests waiting out a stanza rate pause are activity: inactivity
+	 * counts from the end of the pause. */
+	if (!b->held && b->resume_ms > pl_now_ms())
+		delay_ms += b->resume_ms - pl_now_ms();
 	if (delay_ms < 0)
 		delay_ms = 0;
 	struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
@@ -182,9 +272,11 @@ static void free_session(struct bosh *b, const char *condition)
 	unlink_session(b);
 	event_free(b->timer);
 	event_free(b->flush);
+	event_free(b->resume);
 	pl_buf_free(&b->pending);
-	for (size_t i = 0; i < WINDOW; i++)
-		free(b->sent[i].body);
+	while (b->nsent)
+		drop_sent(b, 0);
+	free(b->sent);
 	free(b);
 }
 
@@ -211,7 +303,8 @@ static void flush_now(struct bosh *b)
 		end(b, NULL);
 		return;
 	}
-	if (b->pending.len && b->held)
+	/* A report goes out at once (XEP-0124 9.2), so does what is pending. */
+	if ((b->pending.len || b->report) && b->held)
 		answer(b, take_oldest(b), NULL, NULL);
 	/* XEP-0124 10: never hold more than `hold` requests. */
 	while ((int64_t)count(b->held) > b->hold)
@@ -295,9 +388,16 @@ static SSL *bosh_ssl(void *t)
 	return NULL;
 }
 
+/* The stanza rate limit: requests that come meanwhile wait in `queued`
+ * and their answers with them, so the client slows down. */
 static void bosh_pause_reading(void *t, int64_t ms)
 {
-	/* Nothing to pause: the client waits for answers anyway. */
+	struct bosh *b = t;
+	b->resume_ms = pl_now_ms() + ms;
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	evtimer_add(b->resume, &tv);
+	pl_log(PL_LOG_DEBUG, "bosh", "session %s: requests wait %lld ms (stanza rate)", b->sid,
+	       (long long)ms);
 }
 
 static void bosh_set_idle_timeout(void *t, int64_t ms)
@@ -386,6 +486,96 @@ static void process(struct bosh *b, struct breq *q, struct pl_xnode *body)
 		pl_c2s_input_end(b->c);
 }
 
+/* XEP-0124 9.2: the answers up to the client's ack arrived and are
+ * forgotten (no ack: all before this request). On a new request, an ack
+ * that lacks an answer sent a while ago gets a report in the next answer. */
+static void take_ack(struct bosh *b, const struct pl_xnode *body, uint64_t rid, bool fresh)
+{
+	if (!b->acks)
+		return;
+	const char *text = pl_xnode_attr(body, "ack");
+	uint64_t ack = rid - 1;
+	if (text && (!parse_rid(text, &ack) || ack >= rid))
+		return; /* nonsense: it acknowledges nothing */
+	if (ack > b->answered)
+		ack = b->answered; /* answers still held are not acknowledged */
+	if (fresh && text && ack < b->answered && ack + 1 > b->reported) {
+		struct sent *lost = find_sent(b, ack + 1);
+		int64_t age = lost ? pl_now_ms() - lost->at_ms : 0;
+		if (lost && age >= REPORT_AFTER_MS) {
+			b->report = b->reported = ack + 1;
+			b->report_age_ms = age;
+			pl_log(PL_LOG_DEBUG, "bosh", "session %s: answer to rid %" PRIu64
+			       " reported lost (%" PRId64 " ms old)", b->sid, b->report, age);
+		}
+	}
+	if (ack > b->acked) {
+		b->acked = ack;
+		forget(b);
+	}
+}
+
+/* XEP-0124 11 and 12: a new request beyond what the session allows ends
+ * it with policy-violation (true: answered and gone). */
+static bool overactive(struct bosh *b, struct breq *q, const struct pl_xnode *body, bool pause)
+{
+	const char *type = pl_xnode_attr(body, "type");
+	const char *restart = pl_xnode_attr(body, NS_XBOSH "\x1frestart");
+	bool terminate = type && strcmp(type, "terminate") == 0;
+	bool empty = !pl_xnode_first_element(body) && !restart && !terminate && !pause;
+	int64_t now = pl_now_ms();
+	bool quick = now - b->last_request_ms < POLLING * 1000;
+	int64_t unanswered = (int64_t)(count(b->held) + count(b->queued));
+	const char *why = NULL;
+	if (pause || terminate) {
+		/* One more than `requests` is allowed for these (11). */
+	} else if (unanswered + 1 > b->requests) {
+		why = "more simultaneous requests than 'requests' allows";
+	} else if (b->hold == 0) {
+		/* 12: two empty polls within `polling`, the first answered empty. */
+		struct sent *previous = find_sent(b, b->rid);
+		if (empty && quick && b->last_empty && previous && !previous->payload)
+			why = "empty polls more often than 'polling' allows";
+	} else if (empty && quick && unanswered + 1 == b->requests) {
+		/* 11: an empty request that fills the last place, right after
+		 * the one before it. */
+		why = "empty requests more often than 'polling' allows";
+	}
+	b->last_request_ms = now;
+	b->last_empty = empty;
+	if (!why)
+		return false;
+	char text[160];
+	snprintf(text, sizeof(text), "session %s: %s", b->sid, why);
+	terminate_request(q->r, q, "policy-violation", text);
+	end(b, "policy-violation");
+	return true;
+}
+
+/* Processes the requests that waited for the one just processed, unless
+ * the stanza rate has paused the session. */
+static void process_queued(struct bosh *b)
+{
+	while (!b->closing && b->queued && b->queued->rid == b->rid + 1 &&
+	       pl_now_ms() >= b->resume_ms) {
+		struct breq *next = b->queued;
+		b->queued = next->next;
+		next->next = NULL;
+		struct pl_xnode *payload = next->payload;
+		next->payload = NULL;
+		process(b, next, payload);
+		pl_xnode_unref(&payload);
+	}
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct bosh *b = arg;
+	b->resume_ms = 0;
+	process_queued(b);
+	flush_now(b);
+}
+
 static void create_session(struct breq *q, struct pl_xnode *body)
 {
 	struct pl_http_request *r = q->r;
@@ -406,11 +596,14 @@ static void create_session(struct breq *q, struct pl_xnode *body)
 	if (b->hold < 0 || b->hold > MAX_HOLD)
 		b->hold = 1;
 	b->requests = b->hold + 1;
+	const char *ack = pl_xnode_attr(body, "ack");
+	b->acks = ack && strcmp(ack, "1") == 0;
 	b->secure = pl_http_is_secure(r);
 	b->loopback = pl_http_peer_is_loopback(r);
 	snprintf(b->address, sizeof(b->address), "%s", pl_http_peer_address(r));
 	b->timer = evtimer_new(loop, on_timer, b);
 	b->flush = event_new(loop, -1, 0, on_flush, b);
+	b->resume = evtimer_new(loop, on_resume, b);
 	b->next = sessions;
 	if (sessions)
 		sessions->prev = b;
@@ -420,6 +613,7 @@ static void create_session(struct breq *q, struct pl_xnode *body)
 	pl_log(PL_LOG_INFO, "bosh", "%s: session %s (wait %lld, hold %lld)", b->address, b->sid,
 	       (long long)b->wait_s, (long long)b->hold);
 	b->rid = q->rid;
+	b->last_request_ms = pl_now_ms();
 	q->b = b;
 	const char *attributes[] = { "to", pl_xnode_attr(body, "to"), "version", "1.0", NULL };
 	pl_c2s_stream_open(b->c, "stream", PL_NS_STREAMS, PL_NS_CLIENT, attributes);
@@ -434,14 +628,18 @@ static void create_session(struct breq *q, struct pl_xnode *body)
 	pl_buf_printf(&out, "<body xmlns='" NS_HTTPBIND "' xmlns:xmpp='" NS_XBOSH "' "
 			    "xmlns:stream='" PL_NS_STREAMS "' sid='%s' wait='%lld' requests='%lld' "
 			    "hold='%lld' inactivity='%d' polling='%d' maxpause='%d' ver='1.11' from='%s' "
-			    "authid='%s' secure='%s' xmpp:version='1.0' xmpp:restartlogic='true'>",
+			    "authid='%s' secure='%s' xmpp:version='1.0' xmpp:restartlogic='true'",
 		      b->sid, (long long)b->wait_s, (long long)b->requests, (long long)b->hold,
 		      (int)inactivity_s(), POLLING, MAX_PAUSE, b->from, b->stream_id, b->secure ? "true" : "false");
+	if (b->acks) /* XEP-0124 7.2: this session acknowledges */
+		pl_buf_printf(&out, " ack='%" PRIu64 "'", q->rid);
+	pl_buf_puts(&out, ">");
+	bool payload = b->pending.len > 0;
 	pl_buf_append(&out, b->pending.data ? b->pending.data : "", b->pending.len);
 	pl_buf_reset(&b->pending);
 	pl_buf_puts(&out, "</body>");
 	pl_buf_append(&out, "", 1);
-	remember(b, q->rid, out.data);
+	remember(b, q->rid, out.data, payload);
 	pl_http_set_data(r, NULL);
 	respond_text(r, out.data);
 	pl_buf_free(&out);
@@ -484,15 +682,16 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 	}
 	if (q->rid <= b->rid) {
 		/* XEP-0124 14.3: a repeated request gets its answer again. */
-		struct sent *slot = &b->sent[q->rid % WINDOW];
+		take_ack(b, body, q->rid, false); /* may forget answers: first */
+		struct sent *slot = find_sent(b, q->rid);
 		pl_xnode_unref(&body);
-		if (slot->body && slot->rid == q->rid && b->rid - q->rid < (uint64_t)b->requests) {
+		if (slot) {
 			pl_log(PL_LOG_DEBUG, "bosh", "%s: rid %" PRIu64 " again: answer resent",
 			       b->address, q->rid);
 			pl_http_set_data(r, NULL);
 			respond_text(r, slot->body);
 			free_breq(q);
-		} else if (b->rid - q->rid < (uint64_t)b->requests) {
+		} else if (b->rid - q->rid < (uint64_t)b->requests && (!b->acks || q->rid > b->acked)) {
 			/* Processed but not answered yet (held, or its connection
 			 * dropped first): this request waits in its place. */
 			pl_log(PL_LOG_DEBUG, "bosh", "session %s: rid %" PRIu64 " again: held again",
@@ -536,8 +735,14 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 		end(b, "policy-violation");
 		return;
 	}
-	if (q->rid != b->rid + 1) {
-		/* Early: it waits for the ones before it. */
+	if (overactive(b, q, body, pause_text != NULL)) {
+		pl_xnode_unref(&body);
+		return;
+	}
+	take_ack(b, body, q->rid, true);
+	if (q->rid != b->rid + 1 || pl_now_ms() < b->resume_ms) {
+		/* Early (or the stanza rate pause): it waits for the ones
+		 * before it. */
 		q->payload = body;
 		q->b = b;
 		struct breq **at = &b->queued;
@@ -545,20 +750,13 @@ static void on_complete(struct pl_http_request *r, void *userdata)
 			at = &(*at)->next;
 		q->next = *at;
 		*at = q;
+		pl_log(PL_LOG_DEBUG, "bosh", "session %s: rid %" PRIu64 " early: waits", b->sid, q->rid);
 		arm_timer(b);
 		return;
 	}
 	process(b, q, body);
 	pl_xnode_unref(&body);
-	while (!b->closing && b->queued && b->queued->rid == b->rid + 1) {
-		struct breq *next = b->queued;
-		b->queued = next->next;
-		next->next = NULL;
-		struct pl_xnode *payload = next->payload;
-		next->payload = NULL;
-		process(b, next, payload);
-		pl_xnode_unref(&payload);
-	}
+	process_queued(b);
 	if (pause && !b->closing) {
 		/* XEP-0124 10: every held request is answered now, and the
 		 * session waits `pause` seconds for the next one. */

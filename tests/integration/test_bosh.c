@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define BODY "<body xmlns='http://jabber.org/protocol/httpbind' "
 
@@ -94,6 +96,237 @@ static bool login(const char *sid, unsigned long long *rid, const char *user, co
 	bool bound = a && strstr(a, "</jid>");
 	free(a);
 	return success && features && bound;
+}
+
+/* The value of attribute name in text, or 0. */
+static long long attribute(const char *text, const char *name)
+{
+	char needle[40];
+	snprintf(needle, sizeof(needle), " %s='", name);
+	const char *at = text ? strstr(text, needle) : NULL;
+	return at ? atoll(at + strlen(needle)) : 0;
+}
+
+#define PING "<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+/* XEP-0124 9: a session whose client asks for acknowledgements. */
+static void acknowledgements(const struct ph_server *s, struct raw_client *alice)
+{
+	char sid[64];
+	char *a = roundtrip(BODY "xmlns:xmpp='urn:xmpp:xbosh' rid='1000' to='localhost' wait='60' "
+				 "hold='1' ack='1' ver='1.6' xmpp:version='1.0'/>");
+	const char *at = a ? strstr(a, " sid='") : NULL;
+	snprintf(sid, sizeof(sid), "%.*s", at ? (int)strcspn(at + 6, "'") : 0, at ? at + 6 : "");
+	has_str(a, "ack='1000'", "ack='1' at creation: the answer acknowledges the creation rid");
+	free(a);
+	a = roundtrip(BODY "xmlns:xmpp='urn:xmpp:xbosh' rid='1000' to='localhost' wait='60' hold='1' "
+			   "ver='1.6' xmpp:version='1.0'/>");
+	ok(a && !strstr(a, " ack="), "without ack='1' a session does not acknowledge");
+	free(a);
+	unsigned long long rid = 1000;
+	ok(login(sid, &rid, "carol", "acks"), "carol logs in over a session with acknowledgements");
+	a = roundtrip(BODY "rid='%llu' sid='%s'>" PING "</body>", ++rid, sid);
+	ok(a && strstr(a, "<iq") && !strstr(a, " ack="),
+	   "an answer to the highest rid received carries no ack");
+	free(a);
+
+	struct http_client *held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(s, sid, rid), "a poll is held");
+	struct http_client *next = post(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' "
+					     "to='alice@localhost/tcp' type='chat'><body>acked</body></message>"
+					     "</body>", ++rid, sid);
+	a = reply(held);
+	is_int(attribute(a, "ack"), (long long)rid,
+	       "the held request, answered after a later one came, acknowledges that later rid");
+	free(a);
+	ok(raw_client_seen(alice, "acked", 5000), "the later request's message is delivered");
+	raw_client_send(alice, "<message to='carol@localhost/acks' type='chat'><body>lost answer</body></message>");
+	a = reply(next);
+	has_str(a, "lost answer", "the next held request is answered with a message");
+	ok(a && !strstr(a, " ack="), "it answers the highest rid: no ack");
+	free(a);
+	unsigned long long lost = rid;
+
+	/* The client pretends that answer never came; a report is for an
+	 * answer sent over a second ago, so time passes first. */
+	usleep(1200 * 1000);
+	struct http_client *h = post(BODY "rid='%llu' sid='%s' ack='%llu'/>", ++rid, sid, lost - 1);
+	struct http_response r = h ? http_client_read(h, 15000) : (struct http_response){ .status = -1 };
+	http_client_free(h);
+	is_int(attribute(r.body, "report"), (long long)lost,
+	       "an ack short of an answer sent long ago: the next answer reports it at once");
+	ok(attribute(r.body, "time") >= 1000, "with the time since it was sent (%lld ms)",
+	   attribute(r.body, "time"));
+	http_response_free(&r);
+	/* Requests go on without acknowledging the lost answer, past the
+	 * window (requests 2) that would bound an unacknowledging session. */
+	for (int i = 0; i < 3; i++) {
+		a = roundtrip(BODY "rid='%llu' sid='%s' ack='%llu'>" PING "</body>", ++rid, sid, lost - 1);
+		ok(a && strstr(a, "<iq") && !strstr(a, " report="), "request %d answered, reported once", i + 1);
+		free(a);
+	}
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", lost, sid);
+	has_str(a, "lost answer", "an unacknowledged answer is kept: repeating its rid gets it");
+	free(a);
+	/* Acknowledging everything frees the answers. */
+	rid++;
+	struct http_client *last = post(BODY "rid='%llu' sid='%s' ack='%llu'/>", rid, sid, rid - 1);
+	ok(processed(s, sid, rid), "a request acknowledging every answer is held");
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", lost, sid);
+	has_str(a, "condition='item-not-found'", "an acknowledged answer is forgotten: item-not-found");
+	free(a);
+	a = reply(last);
+	has_str(a, "type='terminate'", "and the session is over");
+	free(a);
+}
+
+/* XEP-0124 11 and 12: more requests at once than 'requests', or empty
+ * requests more often than 'polling' (2 s), end the session. */
+static void overactivity(const struct ph_server *s, struct raw_client *alice)
+{
+	char sid[64];
+	unsigned long long rid = 1000;
+	char *a = create("1", "60", sid, sizeof(sid));
+	has_str(a, "polling='2'", "sessions announce polling 2");
+	free(a);
+	ok(login(sid, &rid, "carol", "busy"), "carol logs in (hold 1, requests 2)");
+	struct http_client *held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(s, sid, rid), "a poll is held");
+	struct http_client *early = post(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' "
+					      "to='alice@localhost/tcp' type='chat'><body>too many</body>"
+					      "</message></body>", rid + 2, sid);
+	char early_log[160];
+	snprintf(early_log, sizeof(early_log), "session %s: rid %llu early", sid, rid + 2);
+	ok(ph_wait_log(s, early_log, 5000), "a request ahead of its turn waits");
+	a = roundtrip(BODY "rid='%llu' sid='%s'>" PING "</body>", rid + 1, sid);
+	has_str(a, "type='terminate' condition='policy-violation'",
+		"a third request while two are unanswered (requests 2): policy-violation");
+	free(a);
+	ok(ph_wait_log(s, "more simultaneous requests than 'requests' allows", 5000), "and a log line");
+	a = reply(held);
+	has_str(a, "type='terminate'", "the held request is answered: the session is over");
+	free(a);
+	a = reply(early);
+	has_str(a, "type='terminate'", "so is the early one");
+	free(a);
+	raw_client_sync(alice);
+	is_int(raw_client_count(alice, "too many"), 0, "whose payload was never processed");
+
+	/* Long polling: an empty request that fills the last place right
+	 * after the one before it. */
+	free(create("1", "60", sid, sizeof(sid)));
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "eager"), "carol logs in again");
+	held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(s, sid, rid), "a poll is held");
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "condition='policy-violation'",
+		"a second empty request at once while one is held: policy-violation");
+	free(a);
+	ok(ph_wait_log(s, "empty requests more often than 'polling' allows", 5000), "and a log line");
+	free(reply(held));
+
+	/* The same after the polling interval is fine (timing is the point
+	 * here: 3 s for polling 2). */
+	free(create("1", "60", sid, sizeof(sid)));
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "patient"), "carol logs in again");
+	held = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	ok(processed(s, sid, rid), "a poll is held");
+	sleep(3);
+	struct http_client *second = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	a = reply(held);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>",
+		"an empty request after the polling interval releases the held one");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s' type='terminate'/>", ++rid, sid);
+	has_str(a, "type='terminate'", "a terminate request is allowed beyond 'requests'");
+	ok(!strstr(a ? a : "", "policy-violation"), "without policy-violation");
+	free(a);
+	free(reply(second));
+
+	/* A polling session (hold 0): two empty polls within polling. */
+	free(create("0", "60", sid, sizeof(sid)));
+	rid = 1000;
+	ok(login(sid, &rid, "carol", "poller"), "carol logs in with a polling session");
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>", "an empty poll gets an empty answer");
+	free(a);
+	sleep(3);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "<body xmlns='http://jabber.org/protocol/httpbind'/>",
+		"another one after the polling interval is fine");
+	free(a);
+	a = roundtrip(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	has_str(a, "condition='policy-violation'", "one more at once: policy-violation");
+	free(a);
+	ok(ph_wait_log(s, "empty polls more often than 'polling' allows", 5000), "and a log line");
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The c2s stanza rate limit over BOSH: a flooding client's next
+ * request waits until its debt is paid, and nothing is lost. */
+static void rate_limit(void)
+{
+	struct ph_server s;
+	int saved_port = http_port;
+	http_port = ph_free_port();
+	char extra[300];
+	snprintf(extra, sizeof(extra),
+		 "<http address=\"127.0.0.1\" port=\"%d\" consider-secure=\"true\"/>", http_port);
+	ph_server_init(&s, NULL);
+	char *config = ph_standard_config(&s, NULL, extra);
+	char *patched = ph_config_with_attributes(config, "c2s",
+						  "max-stanzas-per-second=\"20\" stanza-burst=\"10\"");
+	ph_server_write_config(&s, patched);
+	free(patched);
+	free(config);
+	if (!ok(ph_server_start(&s, NULL) == 0, "a server with 20 stanzas/s per session starts"))
+		return;
+	ph_add_user(&s, "dave");
+	ph_add_user(&s, "erin");
+	struct raw_client *erin = raw_client_new_session(s.c2s_tls_port, "erin", "erin-secret", "tcp");
+	char sid[64];
+	free(create("1", "10", sid, sizeof(sid)));
+	unsigned long long rid = 1000;
+	ok(login(sid, &rid, "dave", "flood"), "dave logs in over BOSH");
+	/* 60 messages at once: 50 over the burst, 2.5 s of debt. */
+	size_t cap = 60 * 120 + 200, len = 0;
+	char *flood = malloc(cap);
+	for (int i = 1; i <= 60; i++)
+		len += (size_t)snprintf(flood + len, cap - len, "<message xmlns='jabber:client' "
+					"to='erin@localhost/tcp' type='chat'><body>flood %d</body></message>", i);
+	char *a = roundtrip(BODY "rid='%llu' sid='%s'>%s" PING "</body>", ++rid, sid, flood);
+	free(flood);
+	has_str(a, "<iq", "a request with 60 messages is answered");
+	free(a);
+	long long answered_ms = now_ms();
+	ok(ph_wait_log(&s, "sends more than 20 stanzas/s", 5000), "the c2s rate limit is logged");
+	struct http_client *next = post(BODY "rid='%llu' sid='%s'><message xmlns='jabber:client' "
+					     "to='erin@localhost/tcp' type='chat'><body>after the pause</body>"
+					     "</message>" PING "</body>", ++rid, sid);
+	char waits[160];
+	snprintf(waits, sizeof(waits), "session %s: rid %llu early: waits", sid, rid);
+	ok(ph_wait_log(&s, waits, 5000), "the next request waits for the pause");
+	a = reply(next);
+	has_str(a, "<iq", "and is processed once it is over");
+	free(a);
+	long long paused = now_ms() - answered_ms;
+	ok(paused >= 2000, "not before the debt is paid (%lld ms)", paused);
+	char *m = erin ? raw_client_wait(erin, "after the pause", 10000) : NULL;
+	ok(m != NULL, "its message is delivered");
+	free(m);
+	is_int(erin ? raw_client_count(erin, "<body>flood ") : 0, 60, "after all 60 of the flood: none lost");
+	raw_client_free(erin);
+	is_int(ph_server_stop(&s), 0, "that server stops cleanly");
+	ph_server_cleanup(&s);
+	http_port = saved_port;
 }
 
 /* Stream management underneath BOSH: a session whose client stops
@@ -245,7 +478,10 @@ int main(void)
 	has_str(m, "second", "then the second");
 	free(m);
 
-	struct http_client *poll = post(BODY "rid='%llu' sid='%s'/>", ++rid, sid);
+	/* Not empty: an empty request right after another while one is
+	 * held would be overactivity (XEP-0124 11). */
+	struct http_client *poll = post(BODY "rid='%llu' sid='%s'><iq xmlns='jabber:client' type='get' "
+					     "id='p1'><ping xmlns='urn:xmpp:ping'/></iq></body>", ++rid, sid);
 	a = reply(later);
 	ok(a != NULL, "a new request releases the one held before it (hold 1)");
 	free(a);
@@ -325,6 +561,9 @@ int main(void)
 	http_response_free(&r);
 	http_client_free(h);
 
+	acknowledgements(&s, alice);
+	overactivity(&s, alice);
+
 	/* What an idle logged-in BOSH session costs (a figure for the notes). */
 	enum { USERS = 4, PER = 25 };
 	for (int u = 0; u < USERS; u++) {
@@ -369,5 +608,6 @@ int main(void)
 	free(a);
 	ph_server_cleanup(&s);
 	resumption();
+	rate_limit();
 	return done_testing();
 }
