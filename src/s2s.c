@@ -28,6 +28,7 @@
  * Every authentication result is logged. */
 #include "s2s.h"
 #include "ack.h"
+#include "counters.h"
 #include "ctl/ctl.h"
 #include "hooks.h"
 #include "jid.h"
@@ -225,6 +226,23 @@ static struct pl_xml_limits limits;
 static struct event *idle_sweep;
 static unsigned char dialback_key[SHA256_DIGEST_LENGTH];
 
+/* A stanza that could not reach the remote server goes back to its
+ * sender, and `parleyctl status` counts it (s2s-stanzas-bounced). */
+static void bounce(const struct pl_xnode *stanza, enum pl_stanza_error condition, const char *text)
+{
+	pl_counter_add(pl_counter("s2s-stanzas-bounced"), 1);
+	pl_route_error(stanza, condition, text);
+}
+
+/* Every authentication, either way, by method: "s2s-auth-dialback",
+ * "s2s-auth-external". */
+static void count_authentication(const char *method)
+{
+	pl_counter_add(pl_counter(strcmp(method, "dialback") == 0 ? "s2s-auth-dialback"
+								  : "s2s-auth-external"),
+		       1);
+}
+
 static struct remote *find_remote(const char *domain)
 {
 	for (struct remote *r = remotes; r; r = r->next)
@@ -366,7 +384,7 @@ static void out_bounce_unacked(struct out *o, const char *why)
 	while (unacked) {
 		struct queued *q = unacked;
 		unacked = q->next;
-		pl_route_error(q->stanza, PL_ERR_REMOTE_SERVER_TIMEOUT, text);
+		bounce(q->stanza, PL_ERR_REMOTE_SERVER_TIMEOUT, text);
 		pl_xnode_unref(&q->stanza);
 		free(q);
 	}
@@ -394,7 +412,7 @@ static void out_fail(struct out *o, enum pl_stanza_error condition, const char *
 	while (queue) {
 		struct queued *q = queue;
 		queue = q->next;
-		pl_route_error(q->stanza, condition, text);
+		bounce(q->stanza, condition, text);
 		pl_xnode_unref(&q->stanza);
 		free(q);
 	}
@@ -504,6 +522,7 @@ static void out_ready(struct out *o, const char *method)
 {
 	o->state = OUT_READY;
 	o->auth_method = method;
+	count_authentication(method);
 	if (o->deadline) {
 		event_free(o->deadline);
 		o->deadline = NULL;
@@ -918,14 +937,21 @@ static struct out *out_new(const char *local, const char *remote)
 	struct timeval tv = { budget / 1000, (budget % 1000) * 1000 };
 	evtimer_add(o->deadline, &tv);
 	pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "new stream %s -> %s", local, remote);
+	pl_counter_add(pl_counter("s2s-streams-out"), 1);
 	struct remote *r = find_remote(remote);
 	if (r && r->conf.route) {
-		char *error = NULL;
+		char *error = NULL, *host = NULL;
+		int port = 0;
 		if (pl_resolve_route(r->conf.route, r->conf.direct_tls, &o->targets, &o->target_count,
-				     &error) != 0) {
+				     &host, &port, &error) != 0) {
 			pl_log_session(PL_LOG_WARN, "s2s", o->log_id, "%s: route %s: %s", remote,
 				       r->conf.route, error);
 			free(error);
+		}
+		if (host) {
+			/* A route by name: its addresses from c-ares (A/AAAA). */
+			o->resolving = pl_resolve_host(host, port, r->conf.direct_tls, on_resolved, o);
+			free(host);
 		}
 		/* Not from inside the router's call: the caller queues first. */
 		return o;
@@ -952,8 +978,8 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 		return;
 	}
 	if (policy_of(to->domain) == POLICY_REFUSE) {
-		pl_route_error(stanza, PL_ERR_REMOTE_SERVER_NOT_FOUND,
-			       "federation with this domain is refused by policy");
+		bounce(stanza, PL_ERR_REMOTE_SERVER_NOT_FOUND,
+		       "federation with this domain is refused by policy");
 		pl_jid_free(&from_jid);
 		return;
 	}
@@ -964,16 +990,16 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 	pl_jid_free(&from_jid);
 	if (o->state == OUT_READY) {
 		if (o->unacked_count >= (size_t)conf.max_queue) {
-			pl_route_error(stanza, PL_ERR_RESOURCE_CONSTRAINT,
-				       "too many stanzas wait for this remote server's acknowledgement");
+			bounce(stanza, PL_ERR_RESOURCE_CONSTRAINT,
+			       "too many stanzas wait for this remote server's acknowledgement");
 			return;
 		}
 		out_send(o, stanza);
 		return;
 	}
 	if (o->queue_count >= (size_t)conf.max_queue) {
-		pl_route_error(stanza, PL_ERR_RESOURCE_CONSTRAINT,
-			       "too many stanzas wait for this remote server");
+		bounce(stanza, PL_ERR_RESOURCE_CONSTRAINT,
+		       "too many stanzas wait for this remote server");
 		return;
 	}
 	struct queued *q = pl_calloc(1, sizeof(*q));
@@ -1097,6 +1123,7 @@ static void in_dialback_answer(struct in *i, const char *local, const char *remo
 	if (strcmp(type, "valid") == 0) {
 		in_add_domain(i, remote);
 		i->auth_method = "dialback";
+		count_authentication("dialback");
 		pl_log_session(PL_LOG_INFO, "s2s", i->log_id,
 			       "%s: incoming stream from %s authenticated with dialback",
 			       pl_conn_peer_address(i->conn), remote);
@@ -1232,6 +1259,7 @@ static void in_sasl(struct in *i, struct pl_xnode *auth)
 	i->sasl_done = true;
 	in_add_domain(i, i->peer);
 	i->auth_method = "SASL EXTERNAL";
+	count_authentication("SASL EXTERNAL");
 	pl_log_session(PL_LOG_INFO, "s2s", i->log_id,
 		       "%s: incoming stream from %s authenticated with SASL EXTERNAL",
 		       pl_conn_peer_address(i->conn), i->peer);
@@ -1545,6 +1573,7 @@ static void accept_stream(int fd, const struct sockaddr *peer, socklen_t peer_le
 	static uint64_t counter;
 	i->number = ++counter;
 	snprintf(i->log_id, sizeof(i->log_id), "s2sin%llu", (unsigned long long)i->number);
+	pl_counter_add(pl_counter("s2s-streams-in"), 1);
 	snprintf(i->stream_id, sizeof(i->stream_id), "new");
 	pl_conn_set_idle_timeout(i->conn, conf.negotiation_timeout_ms);
 	i->next = ins;
@@ -1630,8 +1659,12 @@ static int add_remote(const struct pl_config *config, const struct pl_config_sec
 		struct pl_target *targets = NULL;
 		size_t count = 0;
 		char *why = NULL;
-		rc = pl_resolve_route(r->conf.route, r->conf.direct_tls, &targets, &count, &why);
+		char *host = NULL;
+		int port = 0;
+		rc = pl_resolve_route(r->conf.route, r->conf.direct_tls, &targets, &count, &host,
+				      &port, &why);
 		pl_resolve_free_targets(targets, count);
+		free(host);
 		if (rc) {
 			rc = pl_error(error, -EINVAL, "%s:%d: <remote name=\"%s\"> route: %s",
 				      config->path, section->line, name, why);

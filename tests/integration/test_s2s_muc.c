@@ -6,7 +6,10 @@
  * queries the room's MAM archive (the results travel over s2s), and
  * leaves. Then he joins again and his server goes away (the b parleyd is
  * killed): the next room message to him bounces, and the room removes
- * him with status 333 ("ghost") so alice sees him leave. */
+ * him with status 333 ("ghost") so alice sees him leave.
+ * b's route to conference.a.localhost names a host ("localhost:port"),
+ * resolved through c-ares; `parleyctl status` counts the s2s streams,
+ * authentications and bounced stanzas. */
 #include "harness.h"
 #include "raw_client.h"
 #include "../tap.h"
@@ -81,6 +84,15 @@ static char *join(struct raw_client *c, const char *room_nick)
 	return raw_client_wait(c, from, WAIT);
 }
 
+/* The value of `name: N` in parleyctl status output, 0 when absent. */
+static long counter(const char *status, const char *name)
+{
+	char pattern[64];
+	snprintf(pattern, sizeof(pattern), "\n%s: ", name);
+	const char *at = status ? strstr(status, pattern) : NULL;
+	return at ? strtol(at + strlen(pattern), NULL, 10) : 0;
+}
+
 int main(void)
 {
 	struct side a = { .domain = "a.localhost" }, b = { .domain = "b.localhost" };
@@ -94,7 +106,16 @@ int main(void)
 	ph_server_write_config(&a.server, config);
 	free(config);
 	char extra[256];
-	snprintf(extra, sizeof(extra), "  <remote name=\"conference.a.localhost\" route=\"127.0.0.1:%d\"/>\n",
+	/* A route that is neither an address nor a host name is refused. */
+	config = config_for(&b, &a, "  <remote name=\"c.localhost\" route=\"no_such host:5269\"/>\n");
+	ph_server_write_config(&b.server, config);
+	free(config);
+	ok(ph_server_start(&b.server, NULL) != 0,
+	   "a route that is neither an address nor a host name is refused at start");
+	char *log = ph_server_log(&b.server);
+	has_str(log, "is neither an IP address nor a host name", "saying why");
+	free(log);
+	snprintf(extra, sizeof(extra), "  <remote name=\"conference.a.localhost\" route=\"localhost:%d\"/>\n",
 		 a.s2s_port);
 	config = config_for(&b, &a, extra);
 	ph_server_write_config(&b.server, config);
@@ -148,6 +169,11 @@ int main(void)
 	answer = raw_client_wait(alice, "from='" ROOM "/Bob'", WAIT);
 	has_str(answer, "jid='bob@b.localhost/phone'", "alice sees bob@b.localhost/phone join");
 	free(answer);
+	char connected[96];
+	snprintf(connected, sizeof(connected), "conference.a.localhost: connected to 127.0.0.1 port %d",
+		 a.s2s_port);
+	ok(ph_wait_log(&b.server, connected, WAIT),
+	   "b reached conference.a.localhost through its route by host name (localhost)");
 
 	/* Groupchat both ways. */
 	raw_client_send(bob, "<message to='" ROOM "' type='groupchat' id='g1'><body>hi from b</body></message>");
@@ -219,6 +245,18 @@ int main(void)
 	ok(answer && strstr(answer, "type='result'") && !strstr(answer, "/Bob"),
 	   "the room's occupant list no longer has bob");
 	free(answer);
+	const char *status_args[] = { "status", NULL };
+	char *status = NULL;
+	ph_ctl(&a.server, status_args, NULL, &status, NULL);
+	ok(counter(status, "s2s-streams-in") >= 1, "parleyctl status counts incoming s2s streams");
+	ok(counter(status, "s2s-streams-out") >= 2,
+	   "and outgoing ones (a.localhost and conference.a.localhost to b, and again after b died)");
+	ok(counter(status, "s2s-auth-dialback") >= 2, "dialback authentications, both ways");
+	ok(counter(status, "s2s-auth-external") == 0, "no SASL EXTERNAL between self-signed servers");
+	ok(counter(status, "s2s-stanzas-bounced") >= 1, "and the stanza that bounced");
+	if (!status || !strstr(status, "s2s-stanzas-bounced"))
+		diag("%s", status ? status : "(no status)");
+	free(status);
 	raw_client_free(alice);
 	is_int(ph_server_stop(&a.server), 0, "a stops cleanly");
 out:
