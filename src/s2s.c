@@ -190,6 +190,11 @@ struct out {
 	size_t unacked_count;
 	struct verify *verifies;        /* owned list */
 	int64_t last_used_ms;
+	/* Piggybacking (XEP-0220 multiplexing): a "rider" has no connection
+	 * of its own; another local domain's stream to the same remote
+	 * domain, authenticated with dialback, carries its db:result and
+	 * then its stanzas. Not owned; riders end with their carrier. */
+	struct out *carrier;
 	struct out *next;
 };
 
@@ -324,8 +329,34 @@ static void out_write(struct out *o, const char *text)
 	pl_conn_write(o->conn, text, strlen(text));
 }
 
+static void out_fail(struct out *o, enum pl_stanza_error condition, const char *why);
+static void out_free(struct out *o);
+
+/* The carrier `c` stops carrying: its riders end with it. One that was
+ * ready has nothing of its own in flight (the carrier holds the
+ * unacknowledged stanzas, which bounce with it); one still waiting for
+ * its db:result bounces its queue. */
+static void riders_end(struct out *c, const char *why)
+{
+	for (;;) {
+		struct out *r = outs;
+		while (r && r->carrier != c)
+			r = r->next;
+		if (!r)
+			return;
+		r->carrier = NULL;
+		/* Without a connection out_fail frees it, after bouncing what
+		 * waits and failing the db:verify requests it carried. */
+		if (r->state == OUT_CLOSING)
+			out_free(r);
+		else
+			out_fail(r, PL_ERR_REMOTE_SERVER_NOT_FOUND, why);
+	}
+}
+
 static void out_free(struct out *o)
 {
+	riders_end(o, "the stream it was piggybacking on ended");
 	for (struct out **link = &outs; *link; link = &(*link)->next) {
 		if (*link == o) {
 			*link = o->next;
@@ -402,6 +433,7 @@ static void out_fail(struct out *o, enum pl_stanza_error condition, const char *
 		       o->local, o->remote, why, o->queue_count, o->queue_count == 1 ? "" : "s",
 		       o->queue_count == 1 ? "s" : "");
 	o->state = OUT_CLOSING;
+	riders_end(o, why);
 	out_bounce_unacked(o, why);
 	struct queued *queue = o->queue;
 	o->queue = o->queue_tail = NULL;
@@ -480,6 +512,11 @@ static void write_stanza(struct pl_conn *conn, const struct pl_xnode *stanza)
  * the peer acknowledges it, and an ack is asked for if none is pending. */
 static void out_send(struct out *o, const struct pl_xnode *stanza)
 {
+	if (o->carrier) {
+		o->last_used_ms = pl_now_ms();
+		out_send(o->carrier, stanza);
+		return;
+	}
 	write_stanza(o->conn, stanza);
 	o->last_used_ms = pl_now_ms();
 	if (!o->sm_enabled)
@@ -501,7 +538,9 @@ static void out_send(struct out *o, const struct pl_xnode *stanza)
 
 static void out_send_verifies(struct out *o)
 {
-	if (!o->features_seen_after_tls || o->state == OUT_CLOSING)
+	/* A rider's go on its carrier's connection (which is ready). */
+	struct pl_conn *conn = o->carrier ? o->carrier->conn : o->conn;
+	if ((!o->carrier && !o->features_seen_after_tls) || o->state == OUT_CLOSING || !conn)
 		return;
 	for (struct verify *v = o->verifies; v; v = v->next) {
 		if (v->sent)
@@ -512,7 +551,7 @@ static void out_send_verifies(struct out *o)
 		pl_buf_puts(&out, "'>");
 		pl_xml_escape(&out, v->key, strlen(v->key));
 		pl_buf_puts(&out, "</db:verify>");
-		pl_conn_write(o->conn, out.data, out.len);
+		pl_conn_write(conn, out.data, out.len);
 		pl_buf_free(&out);
 		v->sent = true;
 	}
@@ -631,15 +670,30 @@ static void out_features(struct out *o, struct pl_xnode *features)
 
 /* Answers to our db:verify requests: passed on to the incoming stream
  * that asked. */
-static void out_verify_answer(struct out *o, struct pl_xnode *element)
+static bool out_take_verify_answer(struct out *o, struct pl_xnode *element);
+
+/* On a carrier, the answer may be for one of its riders' requests. */
+static void out_verify_answer(struct out *c, struct pl_xnode *element)
+{
+	if (out_take_verify_answer(c, element))
+		return;
+	for (struct out *r = outs; r; r = r->next)
+		if (r->carrier == c && out_take_verify_answer(r, element))
+			return;
+	pl_log_session(PL_LOG_INFO, "s2s", c->log_id, "%s: an unexpected db:verify answer; ignored",
+		       c->remote);
+}
+
+static bool out_take_verify_answer(struct out *o, struct pl_xnode *element)
 {
 	const char *id = pl_xnode_attr(element, "id");
 	const char *type = pl_xnode_attr(element, "type");
 	const char *from = pl_xnode_attr(element, "from");
+	const char *to = pl_xnode_attr(element, "to");
 	for (struct verify **link = &o->verifies; *link; link = &(*link)->next) {
 		struct verify *v = *link;
 		if (!v->sent || !id || strcmp(v->id, id) != 0 || !from ||
-		    strcmp(from, v->remote) != 0)
+		    strcmp(from, v->remote) != 0 || (to && strcmp(to, o->local) != 0))
 			continue;
 		*link = v->next;
 		struct in *i = find_in(v->in_number);
@@ -651,10 +705,9 @@ static void out_verify_answer(struct out *o, struct pl_xnode *element)
 		free(v->key);
 		free(v->remote);
 		free(v);
-		return;
+		return true;
 	}
-	pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s: an unexpected db:verify answer; ignored",
-		       o->remote);
+	return false;
 }
 
 static void out_stream_management(struct out *o, struct pl_xnode *element)
@@ -716,6 +769,32 @@ static void out_on_open(void *userdata, const char *name, const char *ns, const 
 		out_stream_error(o, "unsupported-version", "version 1.0 is required");
 }
 
+/* A db:result on a ready stream answers one of its riders (to='the
+ * rider's local domain'). */
+static void out_rider_answer(struct out *c, struct pl_xnode *element)
+{
+	const char *to = pl_xnode_attr(element, "to");
+	const char *type = pl_xnode_attr(element, "type");
+	struct out *r = outs;
+	while (r && !(r->carrier == c && r->state == OUT_NEGOTIATING && to &&
+		      strcmp(r->local, to) == 0))
+		r = r->next;
+	if (!r) {
+		pl_log_session(PL_LOG_INFO, "s2s", c->log_id,
+			       "%s: ignoring a db:result for %s that nothing waits for", c->remote,
+			       to ? to : "(no to)");
+		return;
+	}
+	if (type && strcmp(type, "valid") == 0) {
+		out_ready(r, "dialback");
+		return;
+	}
+	char *why = pl_asprintf("dialback %s (piggybacking)", type ? type : "answer without type");
+	pl_log_session(PL_LOG_INFO, "s2s", r->log_id, "%s -> %s: %s", r->local, r->remote, why);
+	out_fail(r, PL_ERR_REMOTE_SERVER_NOT_FOUND, why);
+	free(why);
+}
+
 static void out_on_element(void *userdata, struct pl_xnode *element)
 {
 	struct out *o = userdata;
@@ -742,6 +821,8 @@ static void out_on_element(void *userdata, struct pl_xnode *element)
 		out_send_header(o);
 	} else if (is_element(element, "failure", NS_SASL) && o->sasl_sent) {
 		out_stream_error(o, "not-authorized", "SASL EXTERNAL failed");
+	} else if (is_element(element, "result", NS_DIALBACK) && o->state == OUT_READY) {
+		out_rider_answer(o, element);
 	} else if (is_element(element, "result", NS_DIALBACK) && o->dialback_sent) {
 		const char *type = pl_xnode_attr(element, "type");
 		if (type && strcmp(type, "valid") == 0) {
@@ -773,6 +854,8 @@ static void out_on_close(void *userdata)
 	struct out *o = userdata;
 	if (o->state == OUT_READY) {
 		pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s closed the stream", o->remote);
+		o->state = OUT_CLOSING;
+		riders_end(o, "the peer closed the stream");
 		out_bounce_unacked(o, "the peer closed the stream");
 		out_write(o, "</stream:stream>");
 		o->state = OUT_CLOSING;
@@ -960,6 +1043,48 @@ static struct out *out_new(const char *local, const char *remote)
 	return o;
 }
 
+/* A stream of another local domain to `remote`, ready and authenticated
+ * with dialback, that may carry `local` too. */
+static struct out *find_carrier(const char *remote)
+{
+	for (struct out *o = outs; o; o = o->next)
+		if (o->state == OUT_READY && !o->carrier && o->conn && o->auth_method &&
+		    strcmp(o->auth_method, "dialback") == 0 && strcmp(o->remote, remote) == 0)
+			return o;
+	return NULL;
+}
+
+/* Piggybacks local -> remote on carrier c: an additional db:result on
+ * c's connection (XEP-0220 multiplexing) instead of a new connection;
+ * stanzas wait in the rider's queue until the answer. */
+static struct out *out_rider_new(const char *local, const char *remote, struct out *c)
+{
+	struct out *o = pl_calloc(1, sizeof(*o));
+	o->local = pl_strdup(local);
+	o->remote = pl_strdup(remote);
+	o->fd = -1;
+	o->state = OUT_NEGOTIATING;
+	o->carrier = c;
+	static uint64_t counter;
+	snprintf(o->log_id, sizeof(o->log_id), "s2sride%llu", (unsigned long long)++counter);
+	o->next = outs;
+	outs = o;
+	o->deadline = evtimer_new(loop, on_negotiation_deadline, o);
+	struct timeval tv = { conf.negotiation_timeout_ms / 1000,
+			      (conf.negotiation_timeout_ms % 1000) * 1000 };
+	evtimer_add(o->deadline, &tv);
+	pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s -> %s piggybacks on %s's stream (%s)",
+		       local, remote, c->local, c->log_id);
+	char key[2 * SHA256_DIGEST_LENGTH + 1];
+	dialback_compute(remote, local, c->stream_id, key);
+	struct pl_buf out = { 0 };
+	pl_buf_printf(&out, "<db:result from='%s' to='%s'>%s</db:result>", local, remote, key);
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+	o->dialback_sent = true;
+	return o;
+}
+
 /* The router's remote route: stanzas for domains that are not ours. */
 static void route_remote(void *context, struct pl_xnode *stanza, struct pl_session *origin,
 			 const struct pl_jid *to)
@@ -985,7 +1110,10 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 	}
 	struct out *o = find_out(from_jid.domain, to->domain);
 	bool fresh = !o;
-	if (!o)
+	struct out *carrier = o ? NULL : find_carrier(to->domain);
+	if (carrier)
+		o = out_rider_new(from_jid.domain, to->domain, carrier);
+	else if (!o)
 		o = out_new(from_jid.domain, to->domain);
 	pl_jid_free(&from_jid);
 	if (o->state == OUT_READY) {
@@ -1012,7 +1140,7 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 	o->queue_count++;
 	/* With a static route the connection starts once the stanza is queued,
 	 * so a failure at once still bounces it. */
-	if (fresh && !o->resolving)
+	if (fresh && !o->resolving && !o->carrier)
 		out_connect_next(o);
 }
 
@@ -1021,9 +1149,13 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 static void request_verify(struct in *i, const char *local, const char *remote, const char *id,
 			   const char *key)
 {
+	/* A rider sends it on its carrier's connection: no new one. */
 	struct out *o = find_out(local, remote);
 	bool fresh = !o;
-	if (!o)
+	struct out *carrier = o ? NULL : find_carrier(remote);
+	if (carrier)
+		o = out_rider_new(local, remote, carrier);
+	else if (!o)
 		o = out_new(local, remote);
 	struct verify *v = pl_calloc(1, sizeof(*v));
 	v->id = pl_strdup(id);
@@ -1032,7 +1164,7 @@ static void request_verify(struct in *i, const char *local, const char *remote, 
 	v->in_number = i->number;
 	v->next = o->verifies;
 	o->verifies = v;
-	if (o->conn)
+	if (o->conn || o->carrier)
 		out_send_verifies(o);
 	else if (fresh && !o->resolving)
 		out_connect_next(o);
@@ -1596,15 +1728,29 @@ static void on_accept_tls(int fd, const struct sockaddr *peer, socklen_t len, vo
 static void on_idle_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	int64_t now = pl_now_ms();
-	for (struct out *o = outs; o; o = o->next) {
-		/* Not while the peer still owes acknowledgements. */
-		if (o->state != OUT_READY || now - o->last_used_ms < conf.idle_timeout_ms ||
-		    o->unacked_count)
-			continue;
+	/* One at a time from the start: closing a carrier frees its riders. */
+	for (;;) {
+		struct out *o = outs;
+		/* Not while the peer still owes acknowledgements; not a carrier
+		 * whose riders are in use (they end with it). */
+		while (o) {
+			bool riders_busy = false;
+			for (struct out *r = outs; r; r = r->next)
+				if (r->carrier == o && now - r->last_used_ms < conf.idle_timeout_ms)
+					riders_busy = true;
+			if (o->state == OUT_READY && !o->carrier &&
+			    now - o->last_used_ms >= conf.idle_timeout_ms && !o->unacked_count &&
+			    !riders_busy)
+				break;
+			o = o->next;
+		}
+		if (!o)
+			break;
 		pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s -> %s idle: closing", o->local,
 			       o->remote);
 		out_write(o, "</stream:stream>");
 		o->state = OUT_CLOSING;
+		riders_end(o, "idle");
 		pl_conn_close_after_flush(o->conn);
 	}
 }
@@ -1620,7 +1766,9 @@ static int on_ctl_s2s(struct pl_event *event, void *userdata)
 	for (struct out *o = outs; o; o = o->next)
 		pl_buf_printf(&body, "out %s -> %s: %s, %s, %s, %zu queued\n", o->local, o->remote,
 			      out_states[o->state], o->auth_method ? o->auth_method : "not authenticated",
-			      o->conn && pl_conn_is_tls(o->conn) ? "TLS" : "no TLS", o->queue_count);
+			      o->carrier ? "TLS, piggybacking"
+			      : o->conn && pl_conn_is_tls(o->conn) ? "TLS" : "no TLS",
+			      o->queue_count);
 	for (struct in *i = ins; i; i = i->next) {
 		pl_buf_printf(&body, "in %s from %s: ", pl_conn_peer_address(i->conn),
 			      i->peer ? i->peer : "(no from)");
@@ -1739,14 +1887,15 @@ bool pl_s2s_begin_shutdown(void)
 	plain_listener = tls_listener = NULL;
 	for (struct in *i = ins; i; i = i->next)
 		in_stream_error(i, "system-shutdown", "the server is shutting down");
-	struct out *next;
-	for (struct out *o = outs; o; o = next) {
-		next = o->next;
-		if (o->state == OUT_CLOSING)
-			continue;
+	/* From the start each time: out_fail may free o and its riders. */
+	for (;;) {
+		struct out *o = outs;
+		while (o && o->state == OUT_CLOSING)
+			o = o->next;
+		if (!o)
+			break;
 		if (o->conn)
 			out_write(o, "</stream:stream>");
-		/* May free o (when it has no connection yet). */
 		out_fail(o, PL_ERR_REMOTE_SERVER_TIMEOUT, "the server is shutting down");
 	}
 	return ins != NULL || outs != NULL;

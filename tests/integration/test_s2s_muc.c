@@ -9,7 +9,12 @@
  * him with status 333 ("ghost") so alice sees him leave.
  * b's route to conference.a.localhost names a host ("localhost:port"),
  * resolved through c-ares; `parleyctl status` counts the s2s streams,
- * authentications and bounced stanzas. */
+ * authentications and bounced stanzas.
+ * Piggybacking (XEP-0220 multiplexing): a also hosts a2.localhost; once
+ * the stream from conference.a.localhost to b is up, alice@a.localhost
+ * and carol@a2.localhost write to bob over that same connection (each
+ * domain one more db:result on it): b accepts exactly one connection
+ * from a. */
 #include "harness.h"
 #include "raw_client.h"
 #include "../tap.h"
@@ -103,9 +108,12 @@ int main(void)
 	a.s2s_tls_port = ph_free_port();
 	b.s2s_tls_port = ph_free_port();
 	char *config = config_for(&a, &b, NULL);
-	ph_server_write_config(&a.server, config);
+	char *two_hosts = ph_replace(config, "<host name=\"a.localhost\"/>",
+				     "<host name=\"a.localhost\"/><host name=\"a2.localhost\"/>");
+	ph_server_write_config(&a.server, two_hosts);
+	free(two_hosts);
 	free(config);
-	char extra[256];
+	char extra[512];
 	/* A route that is neither an address nor a host name is refused. */
 	config = config_for(&b, &a, "  <remote name=\"c.localhost\" route=\"no_such host:5269\"/>\n");
 	ph_server_write_config(&b.server, config);
@@ -115,8 +123,10 @@ int main(void)
 	char *log = ph_server_log(&b.server);
 	has_str(log, "is neither an IP address nor a host name", "saying why");
 	free(log);
-	snprintf(extra, sizeof(extra), "  <remote name=\"conference.a.localhost\" route=\"localhost:%d\"/>\n",
-		 a.s2s_port);
+	snprintf(extra, sizeof(extra),
+		 "  <remote name=\"conference.a.localhost\" route=\"localhost:%d\"/>\n"
+		 "  <remote name=\"a2.localhost\" route=\"127.0.0.1:%d\"/>\n",
+		 a.s2s_port, a.s2s_port);
 	config = config_for(&b, &a, extra);
 	ph_server_write_config(&b.server, config);
 	free(config);
@@ -124,10 +134,15 @@ int main(void)
 		"a.localhost (with conference.a.localhost) and b.localhost start"))
 		goto out;
 	ph_add_user_at(&a.server, "alice", "a.localhost");
+	ph_add_user_at(&a.server, "carol", "a2.localhost");
 	ph_add_user_at(&b.server, "bob", "b.localhost");
 	struct raw_client *alice = online(&a, "alice", "desk");
 	struct raw_client *bob = online(&b, "bob", "phone");
-	if (!ok(alice && bob, "alice@a.localhost and bob@b.localhost are online"))
+	struct side a2 = a;
+	a2.domain = "a2.localhost";
+	struct raw_client *carol = online(&a2, "carol", "tablet");
+	if (!ok(alice && bob && carol,
+		"alice@a.localhost, carol@a2.localhost (same server) and bob@b.localhost are online"))
 		goto out;
 
 	/* alice makes an open, non-anonymous room with a subject and a line
@@ -199,6 +214,47 @@ int main(void)
 	has_str(answer, "from='" ROOM "/Alice'", "bob gets alice's private answer");
 	free(answer);
 
+	/* Piggybacking: a.localhost and a2.localhost ride on the stream
+	 * conference.a.localhost opened to b. */
+	raw_client_send(alice, "<message to='bob@b.localhost/phone' type='chat' id='d1'><body>direct from a</body></message>");
+	answer = raw_client_wait(bob, "<body>direct from a</body>", WAIT);
+	has_str(answer, "from='alice@a.localhost/desk'", "bob gets alice's direct message");
+	free(answer);
+	raw_client_send(carol, "<message to='bob@b.localhost/phone' type='chat' id='d2'><body>from the other host</body></message>");
+	answer = raw_client_wait(bob, "<body>from the other host</body>", WAIT);
+	has_str(answer, "from='carol@a2.localhost/tablet'", "and carol's, from a's second host");
+	free(answer);
+	raw_client_send(bob, "<message to='carol@a2.localhost/tablet' type='chat' id='d3'><body>hi carol</body></message>");
+	answer = raw_client_wait(carol, "<body>hi carol</body>", WAIT);
+	has_str(answer, "from='bob@b.localhost/phone'", "carol gets bob's answer");
+	free(answer);
+	ok(ph_wait_log(&a.server, "a.localhost -> b.localhost piggybacks on conference.a.localhost's stream", WAIT),
+	   "a.localhost's stanzas piggyback on the open stream to b");
+	ok(ph_wait_log(&a.server, "a2.localhost -> b.localhost piggybacks on conference.a.localhost's stream", WAIT),
+	   "and so do a2.localhost's");
+	ok(ph_wait_log(&b.server, "incoming stream from a2.localhost authenticated with dialback", WAIT),
+	   "b verified a2.localhost by dialback");
+	const char *status_args[] = { "status", NULL };
+	char *status = NULL;
+	ph_ctl(&b.server, status_args, NULL, &status, NULL);
+	ok(counter(status, "s2s-streams-in") == 1, "b accepted one connection from a for all three domains (%ld)",
+	   counter(status, "s2s-streams-in"));
+	free(status);
+	const char *s2s_args[] = { "s2s", NULL };
+	char *listing = NULL;
+	ph_ctl(&b.server, s2s_args, NULL, &listing, NULL);
+	ok(listing && strstr(listing, "conference.a.localhost") && strstr(listing, " a.localhost") &&
+		   strstr(listing, "a2.localhost by dialback"),
+	   "parleyctl s2s on b lists the three domains on that stream");
+	if (listing)
+		diag("%s", listing);
+	free(listing);
+	listing = NULL;
+	ph_ctl(&a.server, s2s_args, NULL, &listing, NULL);
+	has_str(listing, "out a2.localhost -> b.localhost: ready, dialback, TLS, piggybacking",
+		"and on a the riders say they piggyback");
+	free(listing);
+
 	/* The room's archive, queried from b: results come over s2s. */
 	raw_client_discard(bob);
 	answer = iq(bob, "set", ROOM, "<query xmlns='urn:xmpp:mam:2' queryid='fq'/>");
@@ -245,8 +301,7 @@ int main(void)
 	ok(answer && strstr(answer, "type='result'") && !strstr(answer, "/Bob"),
 	   "the room's occupant list no longer has bob");
 	free(answer);
-	const char *status_args[] = { "status", NULL };
-	char *status = NULL;
+	status = NULL;
 	ph_ctl(&a.server, status_args, NULL, &status, NULL);
 	ok(counter(status, "s2s-streams-in") >= 1, "parleyctl status counts incoming s2s streams");
 	ok(counter(status, "s2s-streams-out") >= 2,
@@ -258,6 +313,7 @@ int main(void)
 		diag("%s", status ? status : "(no status)");
 	free(status);
 	raw_client_free(alice);
+	raw_client_free(carol);
 	is_int(ph_server_stop(&a.server), 0, "a stops cleanly");
 out:
 	ph_server_cleanup(&a.server);
