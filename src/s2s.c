@@ -25,7 +25,15 @@
  * "certificate" accepts only PKIX-valid certificates (RFC 6125 names),
  * "dialback" also accepts dialback when the certificate is not valid
  * (self-signed peers: dialback over TLS), "refuse" refuses the domain.
- * Every authentication result is logged. */
+ * Every authentication result is logged.
+ *
+ * Fewer connections: a local domain with no stream of its own to a
+ * remote domain rides on another local domain's ready dialback stream to
+ * it (XEP-0220 multiplexing: one more db:result there). With XEP-0288
+ * (<bidi/>, asked for before authenticating when offered) the peer's
+ * stanzas come back on our outgoing stream, and on an incoming
+ * bidirectional stream our stanzas to the authenticated domain go back
+ * over it: neither side needs a second connection. */
 #include "s2s.h"
 #include "ack.h"
 #include "counters.h"
@@ -67,6 +75,8 @@
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
 #define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
 #define NS_SM "urn:xmpp:sm:3"
+#define NS_BIDI_FEATURE "urn:xmpp:features:bidi"
+#define NS_BIDI "urn:xmpp:bidi"
 
 enum auth_policy { POLICY_DEFAULT, POLICY_CERTIFICATE, POLICY_DIALBACK, POLICY_REFUSE };
 static const char *const policy_names[] = { "default", "certificate", "dialback", "refuse",
@@ -87,6 +97,7 @@ struct s2s_conf {
 	char *dns_server;               /* tests: "127.0.0.1:port" */
 	int64_t max_unauthenticated;
 	int64_t max_streams_per_domain;
+	bool bidi;
 };
 
 static const struct pl_option s2s_options[] = {
@@ -120,6 +131,8 @@ static const struct pl_option s2s_options[] = {
 	{ "max-streams-per-domain", PL_OPT_INT, "10", 1, 10000, NULL,
 	  offsetof(struct s2s_conf, max_streams_per_domain),
 	  "incoming streams from one remote domain" },
+	{ "bidi", PL_OPT_BOOL, "true", 0, 0, NULL, offsetof(struct s2s_conf, bidi),
+	  "XEP-0288: both directions on one connection where the peer offers it" },
 	{ NULL }
 };
 
@@ -195,6 +208,12 @@ struct out {
 	 * domain, authenticated with dialback, carries its db:result and
 	 * then its stanzas. Not owned; riders end with their carrier. */
 	struct out *carrier;
+	/* XEP-0288: on an outgoing stream, `bidi` says we asked for both
+	 * directions (the peer's stanzas come back on it); an out with
+	 * `bidi_in` (not owned) is the way back over a peer's incoming
+	 * bidirectional stream, without a connection of its own. */
+	bool bidi;
+	struct in *bidi_in;
 	struct out *next;
 };
 
@@ -209,7 +228,7 @@ struct in {
 	char stream_id[33];
 	char *local;                    /* the stream's 'to' (a local domain), owned */
 	char *peer;                     /* the stream's 'from', owned, may be NULL */
-	bool restart, start_tls, sasl_done;
+	bool restart, start_tls, sasl_done, bidi;
 	const char *auth_method;        /* of the last domain authenticated */
 	/* XEP-0198: stanzas handled, acknowledged once routed or committed. */
 	bool sm_enabled, sm_ack_wanted;
@@ -517,6 +536,13 @@ static void out_send(struct out *o, const struct pl_xnode *stanza)
 		out_send(o->carrier, stanza);
 		return;
 	}
+	if (o->bidi_in) {
+		/* No XEP-0198 in this direction: the peer's incoming stream
+		 * counts only what it receives. */
+		o->last_used_ms = pl_now_ms();
+		write_stanza(o->bidi_in->conn, stanza);
+		return;
+	}
 	write_stanza(o->conn, stanza);
 	o->last_used_ms = pl_now_ms();
 	if (!o->sm_enabled)
@@ -627,6 +653,11 @@ static void out_features(struct out *o, struct pl_xnode *features)
 		return;
 	}
 	o->features_seen_after_tls = true;
+	if (conf.bidi && !o->bidi && features_offer(features, "bidi", NS_BIDI_FEATURE)) {
+		/* XEP-0288 2: before authenticating. */
+		out_write(o, "<bidi xmlns='" NS_BIDI "'/>");
+		o->bidi = true;
+	}
 	out_send_verifies(o);
 	if (o->dialback_sent || o->sasl_sent)
 		return;
@@ -769,6 +800,58 @@ static void out_on_open(void *userdata, const char *name, const char *ns, const 
 		out_stream_error(o, "unsupported-version", "version 1.0 is required");
 }
 
+/* XEP-0288: a stanza from the peer on our own outgoing stream, allowed
+ * once it is authenticated and bidirectional, from the domain we
+ * connected to only, to a domain we serve. */
+static void out_bidi_stanza(struct out *o, struct pl_xnode *stanza)
+{
+	if (!o->bidi || o->state != OUT_READY) {
+		out_stream_error(o, "unsupported-stanza-type",
+				 "stanzas on an outgoing stream that is not bidirectional");
+		return;
+	}
+	const char *from = pl_xnode_attr(stanza, "from");
+	const char *to = pl_xnode_attr(stanza, "to");
+	struct pl_jid from_jid, to_jid;
+	if (!from || !to) {
+		out_stream_error(o, "improper-addressing", "stanzas need 'from' and 'to'");
+		return;
+	}
+	if (pl_jid_parse(from, &from_jid) != PL_JID_OK) {
+		out_stream_error(o, "invalid-from", "'from' is not a JID");
+		return;
+	}
+	if (strcmp(from_jid.domain, o->remote) != 0) {
+		char *text = pl_asprintf("%s may not send from %s", o->remote, from_jid.domain);
+		out_stream_error(o, "invalid-from", text);
+		free(text);
+		pl_jid_free(&from_jid);
+		return;
+	}
+	if (pl_jid_parse(to, &to_jid) != PL_JID_OK) {
+		pl_xnode_set_attr(stanza, "from", from_jid.full);
+		pl_jid_free(&from_jid);
+		pl_xnode_replace_ns(stanza, NS_SERVER, PL_NS_CLIENT);
+		pl_route_error(stanza, PL_ERR_JID_MALFORMED, NULL);
+		return;
+	}
+	if (!pl_router_is_local_domain(to_jid.domain)) {
+		char *text = pl_asprintf("%s is not served here", to_jid.domain);
+		out_stream_error(o, "host-unknown", text);
+		free(text);
+		pl_jid_free(&from_jid);
+		pl_jid_free(&to_jid);
+		return;
+	}
+	pl_xnode_set_attr(stanza, "from", from_jid.full);
+	pl_xnode_set_attr(stanza, "to", to_jid.full);
+	pl_jid_free(&from_jid);
+	pl_jid_free(&to_jid);
+	pl_xnode_replace_ns(stanza, NS_SERVER, PL_NS_CLIENT);
+	o->last_used_ms = pl_now_ms();
+	pl_route(stanza, NULL);
+}
+
 /* A db:result on a ready stream answers one of its riders (to='the
  * rider's local domain'). */
 static void out_rider_answer(struct out *c, struct pl_xnode *element)
@@ -834,6 +917,10 @@ static void out_on_element(void *userdata, struct pl_xnode *element)
 		}
 	} else if (is_element(element, "verify", NS_DIALBACK)) {
 		out_verify_answer(o, element);
+	} else if (element->ns && strcmp(element->ns, NS_SERVER) == 0 &&
+		   (strcmp(element->name, "message") == 0 || strcmp(element->name, "presence") == 0 ||
+		    strcmp(element->name, "iq") == 0)) {
+		out_bidi_stanza(o, element);
 	} else if (element->ns && strcmp(element->ns, NS_SM) == 0) {
 		out_stream_management(o, element);
 	} else if (is_element(element, "error", PL_NS_STREAMS)) {
@@ -1149,8 +1236,14 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 static void request_verify(struct in *i, const char *local, const char *remote, const char *id,
 			   const char *key)
 {
-	/* A rider sends it on its carrier's connection: no new one. */
-	struct out *o = find_out(local, remote);
+	/* A rider sends it on its carrier's connection: no new one. Not
+	 * over a peer's bidirectional stream: its answer would come back
+	 * as a request there. */
+	struct out *o = NULL;
+	for (struct out *p = outs; p && !o; p = p->next)
+		if (p->state != OUT_CLOSING && !p->bidi_in && strcmp(p->local, local) == 0 &&
+		    strcmp(p->remote, remote) == 0)
+			o = p;
 	bool fresh = !o;
 	struct out *carrier = o ? NULL : find_carrier(remote);
 	if (carrier)
@@ -1172,8 +1265,50 @@ static void request_verify(struct in *i, const char *local, const char *remote, 
 
 /* ---- incoming streams --------------------------------------------------------- */
 
+/* An incoming bidirectional stream ends: so does the way back over it. */
+static void in_end_bidi(struct in *i)
+{
+	for (;;) {
+		struct out *o = outs;
+		while (o && o->bidi_in != i)
+			o = o->next;
+		if (!o)
+			return;
+		o->bidi_in = NULL;
+		if (o->state == OUT_CLOSING)
+			out_free(o);
+		else
+			out_fail(o, PL_ERR_REMOTE_SERVER_NOT_FOUND, "the bidirectional stream ended");
+	}
+}
+
+/* XEP-0288: domain `remote` authenticated on bidirectional incoming
+ * stream i: our stanzas from `local` to it go back over i. */
+static void in_bidi_ready(struct in *i, const char *local, const char *remote)
+{
+	if (!i->bidi)
+		return;
+	struct out *existing = find_out(local, remote);
+	if (existing && (existing->bidi_in || (existing->state == OUT_READY && existing->conn)))
+		return; /* a way there already works */
+	struct out *o = pl_calloc(1, sizeof(*o));
+	o->local = pl_strdup(local);
+	o->remote = pl_strdup(remote);
+	o->fd = -1;
+	o->state = OUT_READY;
+	o->bidi_in = i;
+	o->auth_method = i->auth_method;
+	o->last_used_ms = pl_now_ms();
+	snprintf(o->log_id, sizeof(o->log_id), "%s", i->log_id);
+	o->next = outs;
+	outs = o;
+	pl_log_session(PL_LOG_INFO, "s2s", o->log_id,
+		       "%s -> %s goes back over the bidirectional incoming stream", local, remote);
+}
+
 static void in_free(struct in *i)
 {
+	in_end_bidi(i);
 	if (i->prev)
 		i->prev->next = i->next;
 	else if (ins == i)
@@ -1192,6 +1327,7 @@ static void in_free(struct in *i)
 
 static void in_stream_error(struct in *i, const char *condition, const char *text)
 {
+	in_end_bidi(i);
 	if (i->state == IN_CLOSING)
 		return;
 	pl_log_session(PL_LOG_INFO, "s2s", i->log_id, "%s%s%s: stream error %s%s%s",
@@ -1256,6 +1392,7 @@ static void in_dialback_answer(struct in *i, const char *local, const char *remo
 		in_add_domain(i, remote);
 		i->auth_method = "dialback";
 		count_authentication("dialback");
+		in_bidi_ready(i, local, remote);
 		pl_log_session(PL_LOG_INFO, "s2s", i->log_id,
 			       "%s: incoming stream from %s authenticated with dialback",
 			       pl_conn_peer_address(i->conn), remote);
@@ -1283,6 +1420,8 @@ static void in_send_features(struct in *i)
 					  "<mechanism>EXTERNAL</mechanism></mechanisms>");
 		if (policy == POLICY_DIALBACK || !i->peer)
 			pl_buf_puts(&out, "<dialback xmlns='" NS_DIALBACK_FEATURE "'><errors/></dialback>");
+		if (conf.bidi)
+			pl_buf_puts(&out, "<bidi xmlns='" NS_BIDI_FEATURE "'/>");
 	}
 	if (pl_conn_is_tls(i->conn) && i->sasl_done)
 		pl_buf_puts(&out, "<sm xmlns='" NS_SM "'/>");
@@ -1392,6 +1531,7 @@ static void in_sasl(struct in *i, struct pl_xnode *auth)
 	in_add_domain(i, i->peer);
 	i->auth_method = "SASL EXTERNAL";
 	count_authentication("SASL EXTERNAL");
+	in_bidi_ready(i, i->local, i->peer);
 	pl_log_session(PL_LOG_INFO, "s2s", i->log_id,
 		       "%s: incoming stream from %s authenticated with SASL EXTERNAL",
 		       pl_conn_peer_address(i->conn), i->peer);
@@ -1595,6 +1735,10 @@ static void in_on_element(void *userdata, struct pl_xnode *element)
 		in_stream_error(i, "policy-violation", "STARTTLS is required first");
 	} else if (is_element(element, "auth", NS_SASL) && !i->sasl_done) {
 		in_sasl(i, element);
+	} else if (is_element(element, "bidi", NS_BIDI) && conf.bidi && i->domain_count == 0) {
+		i->bidi = true;
+		pl_log_session(PL_LOG_DEBUG, "s2s", i->log_id, "%s asks for a bidirectional stream",
+			       i->peer ? i->peer : "(no from)");
 	} else if (is_element(element, "result", NS_DIALBACK)) {
 		in_dialback_result(i, element);
 	} else if (is_element(element, "verify", NS_DIALBACK)) {
@@ -1738,7 +1882,7 @@ static void on_idle_sweep(evutil_socket_t fd, short what, void *arg)
 			for (struct out *r = outs; r; r = r->next)
 				if (r->carrier == o && now - r->last_used_ms < conf.idle_timeout_ms)
 					riders_busy = true;
-			if (o->state == OUT_READY && !o->carrier &&
+			if (o->state == OUT_READY && !o->carrier && !o->bidi_in &&
 			    now - o->last_used_ms >= conf.idle_timeout_ms && !o->unacked_count &&
 			    !riders_busy)
 				break;
@@ -1766,8 +1910,10 @@ static int on_ctl_s2s(struct pl_event *event, void *userdata)
 	for (struct out *o = outs; o; o = o->next)
 		pl_buf_printf(&body, "out %s -> %s: %s, %s, %s, %zu queued\n", o->local, o->remote,
 			      out_states[o->state], o->auth_method ? o->auth_method : "not authenticated",
-			      o->carrier ? "TLS, piggybacking"
-			      : o->conn && pl_conn_is_tls(o->conn) ? "TLS" : "no TLS",
+			      o->carrier   ? "TLS, piggybacking"
+			      : o->bidi_in ? "TLS, bidirectional over the incoming stream"
+			      : o->conn && pl_conn_is_tls(o->conn) ? (o->bidi ? "TLS, bidirectional" : "TLS")
+								   : "no TLS",
 			      o->queue_count);
 	for (struct in *i = ins; i; i = i->next) {
 		pl_buf_printf(&body, "in %s from %s: ", pl_conn_peer_address(i->conn),
