@@ -25,9 +25,18 @@
  * "certificate" accepts only PKIX-valid certificates (RFC 6125 names),
  * "dialback" also accepts dialback when the certificate is not valid
  * (self-signed peers: dialback over TLS), "refuse" refuses the domain.
- * Every authentication result is logged. */
+ * Every authentication result is logged.
+ *
+ * Fewer connections: a local domain with no stream of its own to a
+ * remote domain rides on another local domain's ready dialback stream to
+ * it (XEP-0220 multiplexing: one more db:result there). With XEP-0288
+ * (<bidi/>, asked for before authenticating when offered) the peer's
+ * stanzas come back on our outgoing stream, and on an incoming
+ * bidirectional stream our stanzas to the authenticated domain go back
+ * over it: neither side needs a second connection. */
 #include "s2s.h"
 #include "ack.h"
+#include "counters.h"
 #include "ctl/ctl.h"
 #include "hooks.h"
 #include "jid.h"
@@ -66,6 +75,8 @@
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
 #define NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"
 #define NS_SM "urn:xmpp:sm:3"
+#define NS_BIDI_FEATURE "urn:xmpp:features:bidi"
+#define NS_BIDI "urn:xmpp:bidi"
 
 enum auth_policy { POLICY_DEFAULT, POLICY_CERTIFICATE, POLICY_DIALBACK, POLICY_REFUSE };
 static const char *const policy_names[] = { "default", "certificate", "dialback", "refuse",
@@ -86,6 +97,7 @@ struct s2s_conf {
 	char *dns_server;               /* tests: "127.0.0.1:port" */
 	int64_t max_unauthenticated;
 	int64_t max_streams_per_domain;
+	bool bidi;
 };
 
 static const struct pl_option s2s_options[] = {
@@ -119,6 +131,8 @@ static const struct pl_option s2s_options[] = {
 	{ "max-streams-per-domain", PL_OPT_INT, "10", 1, 10000, NULL,
 	  offsetof(struct s2s_conf, max_streams_per_domain),
 	  "incoming streams from one remote domain" },
+	{ "bidi", PL_OPT_BOOL, "true", 0, 0, NULL, offsetof(struct s2s_conf, bidi),
+	  "XEP-0288: both directions on one connection where the peer offers it" },
 	{ NULL }
 };
 
@@ -189,6 +203,17 @@ struct out {
 	size_t unacked_count;
 	struct verify *verifies;        /* owned list */
 	int64_t last_used_ms;
+	/* Piggybacking (XEP-0220 multiplexing): a "rider" has no connection
+	 * of its own; another local domain's stream to the same remote
+	 * domain, authenticated with dialback, carries its db:result and
+	 * then its stanzas. Not owned; riders end with their carrier. */
+	struct out *carrier;
+	/* XEP-0288: on an outgoing stream, `bidi` says we asked for both
+	 * directions (the peer's stanzas come back on it); an out with
+	 * `bidi_in` (not owned) is the way back over a peer's incoming
+	 * bidirectional stream, without a connection of its own. */
+	bool bidi;
+	struct in *bidi_in;
 	struct out *next;
 };
 
@@ -203,7 +228,7 @@ struct in {
 	char stream_id[33];
 	char *local;                    /* the stream's 'to' (a local domain), owned */
 	char *peer;                     /* the stream's 'from', owned, may be NULL */
-	bool restart, start_tls, sasl_done;
+	bool restart, start_tls, sasl_done, bidi;
 	const char *auth_method;        /* of the last domain authenticated */
 	/* XEP-0198: stanzas handled, acknowledged once routed or committed. */
 	bool sm_enabled, sm_ack_wanted;
@@ -224,6 +249,23 @@ static struct event_base *loop;
 static struct pl_xml_limits limits;
 static struct event *idle_sweep;
 static unsigned char dialback_key[SHA256_DIGEST_LENGTH];
+
+/* A stanza that could not reach the remote server goes back to its
+ * sender, and `parleyctl status` counts it (s2s-stanzas-bounced). */
+static void bounce(const struct pl_xnode *stanza, enum pl_stanza_error condition, const char *text)
+{
+	pl_counter_add(pl_counter("s2s-stanzas-bounced"), 1);
+	pl_route_error(stanza, condition, text);
+}
+
+/* Every authentication, either way, by method: "s2s-auth-dialback",
+ * "s2s-auth-external". */
+static void count_authentication(const char *method)
+{
+	pl_counter_add(pl_counter(strcmp(method, "dialback") == 0 ? "s2s-auth-dialback"
+								  : "s2s-auth-external"),
+		       1);
+}
 
 static struct remote *find_remote(const char *domain)
 {
@@ -306,8 +348,34 @@ static void out_write(struct out *o, const char *text)
 	pl_conn_write(o->conn, text, strlen(text));
 }
 
+static void out_fail(struct out *o, enum pl_stanza_error condition, const char *why);
+static void out_free(struct out *o);
+
+/* The carrier `c` stops carrying: its riders end with it. One that was
+ * ready has nothing of its own in flight (the carrier holds the
+ * unacknowledged stanzas, which bounce with it); one still waiting for
+ * its db:result bounces its queue. */
+static void riders_end(struct out *c, const char *why)
+{
+	for (;;) {
+		struct out *r = outs;
+		while (r && r->carrier != c)
+			r = r->next;
+		if (!r)
+			return;
+		r->carrier = NULL;
+		/* Without a connection out_fail frees it, after bouncing what
+		 * waits and failing the db:verify requests it carried. */
+		if (r->state == OUT_CLOSING)
+			out_free(r);
+		else
+			out_fail(r, PL_ERR_REMOTE_SERVER_NOT_FOUND, why);
+	}
+}
+
 static void out_free(struct out *o)
 {
+	riders_end(o, "the stream it was piggybacking on ended");
 	for (struct out **link = &outs; *link; link = &(*link)->next) {
 		if (*link == o) {
 			*link = o->next;
@@ -366,7 +434,7 @@ static void out_bounce_unacked(struct out *o, const char *why)
 	while (unacked) {
 		struct queued *q = unacked;
 		unacked = q->next;
-		pl_route_error(q->stanza, PL_ERR_REMOTE_SERVER_TIMEOUT, text);
+		bounce(q->stanza, PL_ERR_REMOTE_SERVER_TIMEOUT, text);
 		pl_xnode_unref(&q->stanza);
 		free(q);
 	}
@@ -384,6 +452,7 @@ static void out_fail(struct out *o, enum pl_stanza_error condition, const char *
 		       o->local, o->remote, why, o->queue_count, o->queue_count == 1 ? "" : "s",
 		       o->queue_count == 1 ? "s" : "");
 	o->state = OUT_CLOSING;
+	riders_end(o, why);
 	out_bounce_unacked(o, why);
 	struct queued *queue = o->queue;
 	o->queue = o->queue_tail = NULL;
@@ -394,7 +463,7 @@ static void out_fail(struct out *o, enum pl_stanza_error condition, const char *
 	while (queue) {
 		struct queued *q = queue;
 		queue = q->next;
-		pl_route_error(q->stanza, condition, text);
+		bounce(q->stanza, condition, text);
 		pl_xnode_unref(&q->stanza);
 		free(q);
 	}
@@ -462,6 +531,18 @@ static void write_stanza(struct pl_conn *conn, const struct pl_xnode *stanza)
  * the peer acknowledges it, and an ack is asked for if none is pending. */
 static void out_send(struct out *o, const struct pl_xnode *stanza)
 {
+	if (o->carrier) {
+		o->last_used_ms = pl_now_ms();
+		out_send(o->carrier, stanza);
+		return;
+	}
+	if (o->bidi_in) {
+		/* No XEP-0198 in this direction: the peer's incoming stream
+		 * counts only what it receives. */
+		o->last_used_ms = pl_now_ms();
+		write_stanza(o->bidi_in->conn, stanza);
+		return;
+	}
 	write_stanza(o->conn, stanza);
 	o->last_used_ms = pl_now_ms();
 	if (!o->sm_enabled)
@@ -483,7 +564,9 @@ static void out_send(struct out *o, const struct pl_xnode *stanza)
 
 static void out_send_verifies(struct out *o)
 {
-	if (!o->features_seen_after_tls || o->state == OUT_CLOSING)
+	/* A rider's go on its carrier's connection (which is ready). */
+	struct pl_conn *conn = o->carrier ? o->carrier->conn : o->conn;
+	if ((!o->carrier && !o->features_seen_after_tls) || o->state == OUT_CLOSING || !conn)
 		return;
 	for (struct verify *v = o->verifies; v; v = v->next) {
 		if (v->sent)
@@ -494,7 +577,7 @@ static void out_send_verifies(struct out *o)
 		pl_buf_puts(&out, "'>");
 		pl_xml_escape(&out, v->key, strlen(v->key));
 		pl_buf_puts(&out, "</db:verify>");
-		pl_conn_write(o->conn, out.data, out.len);
+		pl_conn_write(conn, out.data, out.len);
 		pl_buf_free(&out);
 		v->sent = true;
 	}
@@ -504,6 +587,7 @@ static void out_ready(struct out *o, const char *method)
 {
 	o->state = OUT_READY;
 	o->auth_method = method;
+	count_authentication(method);
 	if (o->deadline) {
 		event_free(o->deadline);
 		o->deadline = NULL;
@@ -569,6 +653,11 @@ static void out_features(struct out *o, struct pl_xnode *features)
 		return;
 	}
 	o->features_seen_after_tls = true;
+	if (conf.bidi && !o->bidi && features_offer(features, "bidi", NS_BIDI_FEATURE)) {
+		/* XEP-0288 2: before authenticating. */
+		out_write(o, "<bidi xmlns='" NS_BIDI "'/>");
+		o->bidi = true;
+	}
 	out_send_verifies(o);
 	if (o->dialback_sent || o->sasl_sent)
 		return;
@@ -612,15 +701,30 @@ static void out_features(struct out *o, struct pl_xnode *features)
 
 /* Answers to our db:verify requests: passed on to the incoming stream
  * that asked. */
-static void out_verify_answer(struct out *o, struct pl_xnode *element)
+static bool out_take_verify_answer(struct out *o, struct pl_xnode *element);
+
+/* On a carrier, the answer may be for one of its riders' requests. */
+static void out_verify_answer(struct out *c, struct pl_xnode *element)
+{
+	if (out_take_verify_answer(c, element))
+		return;
+	for (struct out *r = outs; r; r = r->next)
+		if (r->carrier == c && out_take_verify_answer(r, element))
+			return;
+	pl_log_session(PL_LOG_INFO, "s2s", c->log_id, "%s: an unexpected db:verify answer; ignored",
+		       c->remote);
+}
+
+static bool out_take_verify_answer(struct out *o, struct pl_xnode *element)
 {
 	const char *id = pl_xnode_attr(element, "id");
 	const char *type = pl_xnode_attr(element, "type");
 	const char *from = pl_xnode_attr(element, "from");
+	const char *to = pl_xnode_attr(element, "to");
 	for (struct verify **link = &o->verifies; *link; link = &(*link)->next) {
 		struct verify *v = *link;
 		if (!v->sent || !id || strcmp(v->id, id) != 0 || !from ||
-		    strcmp(from, v->remote) != 0)
+		    strcmp(from, v->remote) != 0 || (to && strcmp(to, o->local) != 0))
 			continue;
 		*link = v->next;
 		struct in *i = find_in(v->in_number);
@@ -632,10 +736,9 @@ static void out_verify_answer(struct out *o, struct pl_xnode *element)
 		free(v->key);
 		free(v->remote);
 		free(v);
-		return;
+		return true;
 	}
-	pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s: an unexpected db:verify answer; ignored",
-		       o->remote);
+	return false;
 }
 
 static void out_stream_management(struct out *o, struct pl_xnode *element)
@@ -697,6 +800,84 @@ static void out_on_open(void *userdata, const char *name, const char *ns, const 
 		out_stream_error(o, "unsupported-version", "version 1.0 is required");
 }
 
+/* XEP-0288: a stanza from the peer on our own outgoing stream, allowed
+ * once it is authenticated and bidirectional, from the domain we
+ * connected to only, to a domain we serve. */
+static void out_bidi_stanza(struct out *o, struct pl_xnode *stanza)
+{
+	if (!o->bidi || o->state != OUT_READY) {
+		out_stream_error(o, "unsupported-stanza-type",
+				 "stanzas on an outgoing stream that is not bidirectional");
+		return;
+	}
+	const char *from = pl_xnode_attr(stanza, "from");
+	const char *to = pl_xnode_attr(stanza, "to");
+	struct pl_jid from_jid, to_jid;
+	if (!from || !to) {
+		out_stream_error(o, "improper-addressing", "stanzas need 'from' and 'to'");
+		return;
+	}
+	if (pl_jid_parse(from, &from_jid) != PL_JID_OK) {
+		out_stream_error(o, "invalid-from", "'from' is not a JID");
+		return;
+	}
+	if (strcmp(from_jid.domain, o->remote) != 0) {
+		char *text = pl_asprintf("%s may not send from %s", o->remote, from_jid.domain);
+		out_stream_error(o, "invalid-from", text);
+		free(text);
+		pl_jid_free(&from_jid);
+		return;
+	}
+	if (pl_jid_parse(to, &to_jid) != PL_JID_OK) {
+		pl_xnode_set_attr(stanza, "from", from_jid.full);
+		pl_jid_free(&from_jid);
+		pl_xnode_replace_ns(stanza, NS_SERVER, PL_NS_CLIENT);
+		pl_route_error(stanza, PL_ERR_JID_MALFORMED, NULL);
+		return;
+	}
+	if (!pl_router_is_local_domain(to_jid.domain)) {
+		char *text = pl_asprintf("%s is not served here", to_jid.domain);
+		out_stream_error(o, "host-unknown", text);
+		free(text);
+		pl_jid_free(&from_jid);
+		pl_jid_free(&to_jid);
+		return;
+	}
+	pl_xnode_set_attr(stanza, "from", from_jid.full);
+	pl_xnode_set_attr(stanza, "to", to_jid.full);
+	pl_jid_free(&from_jid);
+	pl_jid_free(&to_jid);
+	pl_xnode_replace_ns(stanza, NS_SERVER, PL_NS_CLIENT);
+	o->last_used_ms = pl_now_ms();
+	pl_route(stanza, NULL);
+}
+
+/* A db:result on a ready stream answers one of its riders (to='the
+ * rider's local domain'). */
+static void out_rider_answer(struct out *c, struct pl_xnode *element)
+{
+	const char *to = pl_xnode_attr(element, "to");
+	const char *type = pl_xnode_attr(element, "type");
+	struct out *r = outs;
+	while (r && !(r->carrier == c && r->state == OUT_NEGOTIATING && to &&
+		      strcmp(r->local, to) == 0))
+		r = r->next;
+	if (!r) {
+		pl_log_session(PL_LOG_INFO, "s2s", c->log_id,
+			       "%s: ignoring a db:result for %s that nothing waits for", c->remote,
+			       to ? to : "(no to)");
+		return;
+	}
+	if (type && strcmp(type, "valid") == 0) {
+		out_ready(r, "dialback");
+		return;
+	}
+	char *why = pl_asprintf("dialback %s (piggybacking)", type ? type : "answer without type");
+	pl_log_session(PL_LOG_INFO, "s2s", r->log_id, "%s -> %s: %s", r->local, r->remote, why);
+	out_fail(r, PL_ERR_REMOTE_SERVER_NOT_FOUND, why);
+	free(why);
+}
+
 static void out_on_element(void *userdata, struct pl_xnode *element)
 {
 	struct out *o = userdata;
@@ -723,6 +904,8 @@ static void out_on_element(void *userdata, struct pl_xnode *element)
 		out_send_header(o);
 	} else if (is_element(element, "failure", NS_SASL) && o->sasl_sent) {
 		out_stream_error(o, "not-authorized", "SASL EXTERNAL failed");
+	} else if (is_element(element, "result", NS_DIALBACK) && o->state == OUT_READY) {
+		out_rider_answer(o, element);
 	} else if (is_element(element, "result", NS_DIALBACK) && o->dialback_sent) {
 		const char *type = pl_xnode_attr(element, "type");
 		if (type && strcmp(type, "valid") == 0) {
@@ -734,6 +917,10 @@ static void out_on_element(void *userdata, struct pl_xnode *element)
 		}
 	} else if (is_element(element, "verify", NS_DIALBACK)) {
 		out_verify_answer(o, element);
+	} else if (element->ns && strcmp(element->ns, NS_SERVER) == 0 &&
+		   (strcmp(element->name, "message") == 0 || strcmp(element->name, "presence") == 0 ||
+		    strcmp(element->name, "iq") == 0)) {
+		out_bidi_stanza(o, element);
 	} else if (element->ns && strcmp(element->ns, NS_SM) == 0) {
 		out_stream_management(o, element);
 	} else if (is_element(element, "error", PL_NS_STREAMS)) {
@@ -754,6 +941,8 @@ static void out_on_close(void *userdata)
 	struct out *o = userdata;
 	if (o->state == OUT_READY) {
 		pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s closed the stream", o->remote);
+		o->state = OUT_CLOSING;
+		riders_end(o, "the peer closed the stream");
 		out_bounce_unacked(o, "the peer closed the stream");
 		out_write(o, "</stream:stream>");
 		o->state = OUT_CLOSING;
@@ -918,19 +1107,68 @@ static struct out *out_new(const char *local, const char *remote)
 	struct timeval tv = { budget / 1000, (budget % 1000) * 1000 };
 	evtimer_add(o->deadline, &tv);
 	pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "new stream %s -> %s", local, remote);
+	pl_counter_add(pl_counter("s2s-streams-out"), 1);
 	struct remote *r = find_remote(remote);
 	if (r && r->conf.route) {
-		char *error = NULL;
+		char *error = NULL, *host = NULL;
+		int port = 0;
 		if (pl_resolve_route(r->conf.route, r->conf.direct_tls, &o->targets, &o->target_count,
-				     &error) != 0) {
+				     &host, &port, &error) != 0) {
 			pl_log_session(PL_LOG_WARN, "s2s", o->log_id, "%s: route %s: %s", remote,
 				       r->conf.route, error);
 			free(error);
+		}
+		if (host) {
+			/* A route by name: its addresses from c-ares (A/AAAA). */
+			o->resolving = pl_resolve_host(host, port, r->conf.direct_tls, on_resolved, o);
+			free(host);
 		}
 		/* Not from inside the router's call: the caller queues first. */
 		return o;
 	}
 	o->resolving = pl_resolve_xmpp_server(remote, on_resolved, o);
+	return o;
+}
+
+/* A stream of another local domain to `remote`, ready and authenticated
+ * with dialback, that may carry `local` too. */
+static struct out *find_carrier(const char *remote)
+{
+	for (struct out *o = outs; o; o = o->next)
+		if (o->state == OUT_READY && !o->carrier && o->conn && o->auth_method &&
+		    strcmp(o->auth_method, "dialback") == 0 && strcmp(o->remote, remote) == 0)
+			return o;
+	return NULL;
+}
+
+/* Piggybacks local -> remote on carrier c: an additional db:result on
+ * c's connection (XEP-0220 multiplexing) instead of a new connection;
+ * stanzas wait in the rider's queue until the answer. */
+static struct out *out_rider_new(const char *local, const char *remote, struct out *c)
+{
+	struct out *o = pl_calloc(1, sizeof(*o));
+	o->local = pl_strdup(local);
+	o->remote = pl_strdup(remote);
+	o->fd = -1;
+	o->state = OUT_NEGOTIATING;
+	o->carrier = c;
+	static uint64_t counter;
+	snprintf(o->log_id, sizeof(o->log_id), "s2sride%llu", (unsigned long long)++counter);
+	o->next = outs;
+	outs = o;
+	o->deadline = evtimer_new(loop, on_negotiation_deadline, o);
+	struct timeval tv = { conf.negotiation_timeout_ms / 1000,
+			      (conf.negotiation_timeout_ms % 1000) * 1000 };
+	evtimer_add(o->deadline, &tv);
+	pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s -> %s piggybacks on %s's stream (%s)",
+		       local, remote, c->local, c->log_id);
+	char key[2 * SHA256_DIGEST_LENGTH + 1];
+	dialback_compute(remote, local, c->stream_id, key);
+	struct pl_buf out = { 0 };
+	pl_buf_printf(&out, "<db:result from='%s' to='%s'>%s</db:result>", local, remote, key);
+	pl_conn_write(c->conn, out.data, out.len);
+	pl_buf_free(&out);
+	o->dialback_sent = true;
 	return o;
 }
 
@@ -952,28 +1190,31 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 		return;
 	}
 	if (policy_of(to->domain) == POLICY_REFUSE) {
-		pl_route_error(stanza, PL_ERR_REMOTE_SERVER_NOT_FOUND,
-			       "federation with this domain is refused by policy");
+		bounce(stanza, PL_ERR_REMOTE_SERVER_NOT_FOUND,
+		       "federation with this domain is refused by policy");
 		pl_jid_free(&from_jid);
 		return;
 	}
 	struct out *o = find_out(from_jid.domain, to->domain);
 	bool fresh = !o;
-	if (!o)
+	struct out *carrier = o ? NULL : find_carrier(to->domain);
+	if (carrier)
+		o = out_rider_new(from_jid.domain, to->domain, carrier);
+	else if (!o)
 		o = out_new(from_jid.domain, to->domain);
 	pl_jid_free(&from_jid);
 	if (o->state == OUT_READY) {
 		if (o->unacked_count >= (size_t)conf.max_queue) {
-			pl_route_error(stanza, PL_ERR_RESOURCE_CONSTRAINT,
-				       "too many stanzas wait for this remote server's acknowledgement");
+			bounce(stanza, PL_ERR_RESOURCE_CONSTRAINT,
+			       "too many stanzas wait for this remote server's acknowledgement");
 			return;
 		}
 		out_send(o, stanza);
 		return;
 	}
 	if (o->queue_count >= (size_t)conf.max_queue) {
-		pl_route_error(stanza, PL_ERR_RESOURCE_CONSTRAINT,
-			       "too many stanzas wait for this remote server");
+		bounce(stanza, PL_ERR_RESOURCE_CONSTRAINT,
+		       "too many stanzas wait for this remote server");
 		return;
 	}
 	struct queued *q = pl_calloc(1, sizeof(*q));
@@ -986,7 +1227,7 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 	o->queue_count++;
 	/* With a static route the connection starts once the stanza is queued,
 	 * so a failure at once still bounces it. */
-	if (fresh && !o->resolving)
+	if (fresh && !o->resolving && !o->carrier)
 		out_connect_next(o);
 }
 
@@ -995,9 +1236,19 @@ static void route_remote(void *context, struct pl_xnode *stanza, struct pl_sessi
 static void request_verify(struct in *i, const char *local, const char *remote, const char *id,
 			   const char *key)
 {
-	struct out *o = find_out(local, remote);
+	/* A rider sends it on its carrier's connection: no new one. Not
+	 * over a peer's bidirectional stream: its answer would come back
+	 * as a request there. */
+	struct out *o = NULL;
+	for (struct out *p = outs; p && !o; p = p->next)
+		if (p->state != OUT_CLOSING && !p->bidi_in && strcmp(p->local, local) == 0 &&
+		    strcmp(p->remote, remote) == 0)
+			o = p;
 	bool fresh = !o;
-	if (!o)
+	struct out *carrier = o ? NULL : find_carrier(remote);
+	if (carrier)
+		o = out_rider_new(local, remote, carrier);
+	else if (!o)
 		o = out_new(local, remote);
 	struct verify *v = pl_calloc(1, sizeof(*v));
 	v->id = pl_strdup(id);
@@ -1006,7 +1257,7 @@ static void request_verify(struct in *i, const char *local, const char *remote, 
 	v->in_number = i->number;
 	v->next = o->verifies;
 	o->verifies = v;
-	if (o->conn)
+	if (o->conn || o->carrier)
 		out_send_verifies(o);
 	else if (fresh && !o->resolving)
 		out_connect_next(o);
@@ -1014,8 +1265,50 @@ static void request_verify(struct in *i, const char *local, const char *remote, 
 
 /* ---- incoming streams --------------------------------------------------------- */
 
+/* An incoming bidirectional stream ends: so does the way back over it. */
+static void in_end_bidi(struct in *i)
+{
+	for (;;) {
+		struct out *o = outs;
+		while (o && o->bidi_in != i)
+			o = o->next;
+		if (!o)
+			return;
+		o->bidi_in = NULL;
+		if (o->state == OUT_CLOSING)
+			out_free(o);
+		else
+			out_fail(o, PL_ERR_REMOTE_SERVER_NOT_FOUND, "the bidirectional stream ended");
+	}
+}
+
+/* XEP-0288: domain `remote` authenticated on bidirectional incoming
+ * stream i: our stanzas from `local` to it go back over i. */
+static void in_bidi_ready(struct in *i, const char *local, const char *remote)
+{
+	if (!i->bidi)
+		return;
+	struct out *existing = find_out(local, remote);
+	if (existing && (existing->bidi_in || (existing->state == OUT_READY && existing->conn)))
+		return; /* a way there already works */
+	struct out *o = pl_calloc(1, sizeof(*o));
+	o->local = pl_strdup(local);
+	o->remote = pl_strdup(remote);
+	o->fd = -1;
+	o->state = OUT_READY;
+	o->bidi_in = i;
+	o->auth_method = i->auth_method;
+	o->last_used_ms = pl_now_ms();
+	snprintf(o->log_id, sizeof(o->log_id), "%s", i->log_id);
+	o->next = outs;
+	outs = o;
+	pl_log_session(PL_LOG_INFO, "s2s", o->log_id,
+		       "%s -> %s goes back over the bidirectional incoming stream", local, remote);
+}
+
 static void in_free(struct in *i)
 {
+	in_end_bidi(i);
 	if (i->prev)
 		i->prev->next = i->next;
 	else if (ins == i)
@@ -1034,6 +1327,7 @@ static void in_free(struct in *i)
 
 static void in_stream_error(struct in *i, const char *condition, const char *text)
 {
+	in_end_bidi(i);
 	if (i->state == IN_CLOSING)
 		return;
 	pl_log_session(PL_LOG_INFO, "s2s", i->log_id, "%s%s%s: stream error %s%s%s",
@@ -1097,6 +1391,8 @@ static void in_dialback_answer(struct in *i, const char *local, const char *remo
 	if (strcmp(type, "valid") == 0) {
 		in_add_domain(i, remote);
 		i->auth_method = "dialback";
+		count_authentication("dialback");
+		in_bidi_ready(i, local, remote);
 		pl_log_session(PL_LOG_INFO, "s2s", i->log_id,
 			       "%s: incoming stream from %s authenticated with dialback",
 			       pl_conn_peer_address(i->conn), remote);
@@ -1124,6 +1420,8 @@ static void in_send_features(struct in *i)
 					  "<mechanism>EXTERNAL</mechanism></mechanisms>");
 		if (policy == POLICY_DIALBACK || !i->peer)
 			pl_buf_puts(&out, "<dialback xmlns='" NS_DIALBACK_FEATURE "'><errors/></dialback>");
+		if (conf.bidi)
+			pl_buf_puts(&out, "<bidi xmlns='" NS_BIDI_FEATURE "'/>");
 	}
 	if (pl_conn_is_tls(i->conn) && i->sasl_done)
 		pl_buf_puts(&out, "<sm xmlns='" NS_SM "'/>");
@@ -1232,6 +1530,8 @@ static void in_sasl(struct in *i, struct pl_xnode *auth)
 	i->sasl_done = true;
 	in_add_domain(i, i->peer);
 	i->auth_method = "SASL EXTERNAL";
+	count_authentication("SASL EXTERNAL");
+	in_bidi_ready(i, i->local, i->peer);
 	pl_log_session(PL_LOG_INFO, "s2s", i->log_id,
 		       "%s: incoming stream from %s authenticated with SASL EXTERNAL",
 		       pl_conn_peer_address(i->conn), i->peer);
@@ -1435,6 +1735,10 @@ static void in_on_element(void *userdata, struct pl_xnode *element)
 		in_stream_error(i, "policy-violation", "STARTTLS is required first");
 	} else if (is_element(element, "auth", NS_SASL) && !i->sasl_done) {
 		in_sasl(i, element);
+	} else if (is_element(element, "bidi", NS_BIDI) && conf.bidi && i->domain_count == 0) {
+		i->bidi = true;
+		pl_log_session(PL_LOG_DEBUG, "s2s", i->log_id, "%s asks for a bidirectional stream",
+			       i->peer ? i->peer : "(no from)");
 	} else if (is_element(element, "result", NS_DIALBACK)) {
 		in_dialback_result(i, element);
 	} else if (is_element(element, "verify", NS_DIALBACK)) {
@@ -1545,6 +1849,7 @@ static void accept_stream(int fd, const struct sockaddr *peer, socklen_t peer_le
 	static uint64_t counter;
 	i->number = ++counter;
 	snprintf(i->log_id, sizeof(i->log_id), "s2sin%llu", (unsigned long long)i->number);
+	pl_counter_add(pl_counter("s2s-streams-in"), 1);
 	snprintf(i->stream_id, sizeof(i->stream_id), "new");
 	pl_conn_set_idle_timeout(i->conn, conf.negotiation_timeout_ms);
 	i->next = ins;
@@ -1567,15 +1872,29 @@ static void on_accept_tls(int fd, const struct sockaddr *peer, socklen_t len, vo
 static void on_idle_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	int64_t now = pl_now_ms();
-	for (struct out *o = outs; o; o = o->next) {
-		/* Not while the peer still owes acknowledgements. */
-		if (o->state != OUT_READY || now - o->last_used_ms < conf.idle_timeout_ms ||
-		    o->unacked_count)
-			continue;
+	/* One at a time from the start: closing a carrier frees its riders. */
+	for (;;) {
+		struct out *o = outs;
+		/* Not while the peer still owes acknowledgements; not a carrier
+		 * whose riders are in use (they end with it). */
+		while (o) {
+			bool riders_busy = false;
+			for (struct out *r = outs; r; r = r->next)
+				if (r->carrier == o && now - r->last_used_ms < conf.idle_timeout_ms)
+					riders_busy = true;
+			if (o->state == OUT_READY && !o->carrier && !o->bidi_in &&
+			    now - o->last_used_ms >= conf.idle_timeout_ms && !o->unacked_count &&
+			    !riders_busy)
+				break;
+			o = o->next;
+		}
+		if (!o)
+			break;
 		pl_log_session(PL_LOG_INFO, "s2s", o->log_id, "%s -> %s idle: closing", o->local,
 			       o->remote);
 		out_write(o, "</stream:stream>");
 		o->state = OUT_CLOSING;
+		riders_end(o, "idle");
 		pl_conn_close_after_flush(o->conn);
 	}
 }
@@ -1591,7 +1910,11 @@ static int on_ctl_s2s(struct pl_event *event, void *userdata)
 	for (struct out *o = outs; o; o = o->next)
 		pl_buf_printf(&body, "out %s -> %s: %s, %s, %s, %zu queued\n", o->local, o->remote,
 			      out_states[o->state], o->auth_method ? o->auth_method : "not authenticated",
-			      o->conn && pl_conn_is_tls(o->conn) ? "TLS" : "no TLS", o->queue_count);
+			      o->carrier   ? "TLS, piggybacking"
+			      : o->bidi_in ? "TLS, bidirectional over the incoming stream"
+			      : o->conn && pl_conn_is_tls(o->conn) ? (o->bidi ? "TLS, bidirectional" : "TLS")
+								   : "no TLS",
+			      o->queue_count);
 	for (struct in *i = ins; i; i = i->next) {
 		pl_buf_printf(&body, "in %s from %s: ", pl_conn_peer_address(i->conn),
 			      i->peer ? i->peer : "(no from)");
@@ -1630,8 +1953,12 @@ static int add_remote(const struct pl_config *config, const struct pl_config_sec
 		struct pl_target *targets = NULL;
 		size_t count = 0;
 		char *why = NULL;
-		rc = pl_resolve_route(r->conf.route, r->conf.direct_tls, &targets, &count, &why);
+		char *host = NULL;
+		int port = 0;
+		rc = pl_resolve_route(r->conf.route, r->conf.direct_tls, &targets, &count, &host,
+				      &port, &why);
 		pl_resolve_free_targets(targets, count);
+		free(host);
 		if (rc) {
 			rc = pl_error(error, -EINVAL, "%s:%d: <remote name=\"%s\"> route: %s",
 				      config->path, section->line, name, why);
@@ -1706,14 +2033,15 @@ bool pl_s2s_begin_shutdown(void)
 	plain_listener = tls_listener = NULL;
 	for (struct in *i = ins; i; i = i->next)
 		in_stream_error(i, "system-shutdown", "the server is shutting down");
-	struct out *next;
-	for (struct out *o = outs; o; o = next) {
-		next = o->next;
-		if (o->state == OUT_CLOSING)
-			continue;
+	/* From the start each time: out_fail may free o and its riders. */
+	for (;;) {
+		struct out *o = outs;
+		while (o && o->state == OUT_CLOSING)
+			o = o->next;
+		if (!o)
+			break;
 		if (o->conn)
 			out_write(o, "</stream:stream>");
-		/* May free o (when it has no connection yet). */
 		out_fail(o, PL_ERR_REMOTE_SERVER_TIMEOUT, "the server is shutting down");
 	}
 	return ins != NULL || outs != NULL;

@@ -398,28 +398,54 @@ void pl_resolve_cancel(struct pl_resolve *r)
 	}
 }
 
+/* A host name as DNS allows it (RFC 1123 labels), for a route. */
+static bool is_host_name(const char *h)
+{
+	size_t len = strlen(h), label = 0;
+	if (len == 0 || len > 253)
+		return false;
+	for (const char *p = h; *p; p++) {
+		if (*p == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			   (*p >= '0' && *p <= '9') || (*p == '-' && label > 0)) {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
 int pl_resolve_route(const char *route, bool direct_tls, struct pl_target **targets,
-		     size_t *count, char **error)
+		     size_t *count, char **host_name, int *host_port, char **error)
 {
 	*targets = NULL;
 	*count = 0;
+	*host_name = NULL;
+	*host_port = 0;
 	const char *colon = strrchr(route, ':');
 	if (!colon || colon == route || !colon[1])
-		return pl_error(error, -EINVAL, "expected address:port, got \"%s\"", route);
+		return pl_error(error, -EINVAL, "expected host:port, got \"%s\"", route);
 	char *end = NULL;
 	long port = strtol(colon + 1, &end, 10);
 	if (*end || port <= 0 || port > 65535)
 		return pl_error(error, -EINVAL, "bad port in \"%s\"", route);
-	char host[INET6_ADDRSTRLEN + 2];
+	char host[256];
 	size_t len = (size_t)(colon - route);
 	if (len >= sizeof(host))
 		return pl_error(error, -EINVAL, "bad address in \"%s\"", route);
 	memcpy(host, route, len);
 	host[len] = '\0';
 	char *h = host;
+	bool bracketed = false;
 	if (h[0] == '[' && len > 2 && h[len - 1] == ']') {
 		h[len - 1] = '\0';
 		h++;
+		bracketed = true;
 	}
 	struct sockaddr_in in = { .sin_family = AF_INET };
 	struct sockaddr_in6 in6 = { .sin6_family = AF_INET6 };
@@ -428,7 +454,37 @@ int pl_resolve_route(const char *route, bool direct_tls, struct pl_target **targ
 	else if (inet_pton(AF_INET6, h, &in6.sin6_addr) == 1)
 		add_target(targets, count, (struct sockaddr *)&in6, sizeof(in6), (int)port,
 			   direct_tls);
-	else
-		return pl_error(error, -EINVAL, "\"%s\" is not a numeric IPv4 or IPv6 address", h);
+	else if (!bracketed && is_host_name(h)) {
+		*host_name = pl_strdup(h);
+		*host_port = (int)port;
+	} else
+		return pl_error(error, -EINVAL, "\"%s\" is neither an IP address nor a host name", h);
 	return 0;
+}
+
+struct pl_resolve *pl_resolve_host(const char *host, int port, bool direct_tls, pl_resolve_fn *fn,
+				   void *userdata)
+{
+	struct pl_resolve *r = pl_calloc(1, sizeof(*r));
+	r->domain = pl_strdup(host);
+	r->fn = fn;
+	r->userdata = userdata;
+	if (!channel_ready) {
+		snprintf(r->error, sizeof(r->error), "DNS is not available");
+		finish(r);
+		return r;
+	}
+	/* One target "record" without SRV: finish() after its A/AAAA. */
+	r->fallback = true;
+	struct srv *s = pl_calloc(1, sizeof(*s));
+	r->srvs[r->srv_count++] = s;
+	s->request = r;
+	s->host = pl_strdup(host);
+	s->port = port;
+	s->direct_tls = direct_tls;
+	r->pending = 1; /* hold: the lookup may answer synchronously */
+	lookup_addresses(r, s);
+	query_done(r);
+	schedule_timer();
+	return r;
 }

@@ -40,9 +40,16 @@ struct pl_resolve *pl_resolve_xmpp_server(const char *domain, pl_resolve_fn *fn,
 /* No callback will come for it; NULL is fine. */
 void pl_resolve_cancel(struct pl_resolve *request);
 
-/* A numeric "address:port" or "[v6address]:port". 0 or -EINVAL + *error. */
+/* A route "address:port", "[v6address]:port" or "host.name:port". A
+ * numeric address gives its target at once; a host name gives
+ * *host_name (caller frees) and *host_port, for pl_resolve_host. 0 or
+ * -EINVAL + *error. */
 int pl_resolve_route(const char *route, bool direct_tls, struct pl_target **targets,
-		     size_t *count, char **error);
+		     size_t *count, char **host_name, int *host_port, char **error);
+/* A route's host name: its A/AAAA addresses (c-ares, /etc/hosts first)
+ * on `port`, no SRV. The callback comes later, as above. */
+struct pl_resolve *pl_resolve_host(const char *host, int port, bool direct_tls, pl_resolve_fn *fn,
+				   void *userdata);
 void pl_resolve_free_targets(struct pl_target *targets, size_t count);
 
 #endif

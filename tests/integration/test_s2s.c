@@ -17,7 +17,10 @@
  * self-signed peer: the stanza bounces.
  * Part 3, certificates from a CA the test makes and both servers trust
  * (ca-file): SASL EXTERNAL both ways; a.localhost's certificate names it
- * with a DNS-ID, b.localhost's only with an XmppAddr (neither in the CN).
+ * with a DNS-ID, b.localhost's only with an XmppAddr (neither in the CN);
+ * with bidi="false" so that each side makes its own stream. Then the
+ * same with XEP-0288 (the default): a's stream to b is bidirectional,
+ * b's answers go back over it and b never connects to a.
  * Part 4, RFC 6121 across the two servers: offline storage and archiving
  * of a remote sender's message, the subscription handshake to 'both',
  * presence broadcast, probes at login and unavailable at logout.
@@ -224,7 +227,7 @@ static bool peer_wait(struct raw_peer *p, const char *needle, int timeout_ms)
 /* Plays raw.localhost for a.localhost's outgoing stream: STARTTLS (with
  * a's own self-signed certificate: a allows dialback for it), dialback
  * (it simply says valid: it is the receiving server) and XEP-0198. */
-static bool peer_accept(struct raw_peer *p, int listener, const struct side *a)
+static bool peer_accept(struct raw_peer *p, int listener, const struct side *a, bool bidi)
 {
 	memset(p, 0, sizeof(*p));
 	p->fd = -1;
@@ -257,8 +260,12 @@ static bool peer_accept(struct raw_peer *p, int listener, const struct side *a)
 	peer_send(p, "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
 		     "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
 		     "id='raw2' from='raw.localhost' to='a.localhost' version='1.0'><stream:features>"
-		     "<dialback xmlns='urn:xmpp:features:dialback'/><sm xmlns='urn:xmpp:sm:3'/>"
-		     "</stream:features>");
+		     "<dialback xmlns='urn:xmpp:features:dialback'/><sm xmlns='urn:xmpp:sm:3'/>");
+	peer_send(p, bidi ? "<bidi xmlns='urn:xmpp:features:bidi'/></stream:features>"
+			  : "</stream:features>");
+	/* XEP-0288: <bidi/> comes before authentication. */
+	if (bidi && !peer_wait(p, "<bidi xmlns='urn:xmpp:bidi'/>", 5000))
+		return false;
 	if (!peer_wait(p, "</db:result>", 5000))
 		return false;
 	return peer_send(p, "<db:result from='raw.localhost' to='a.localhost' type='valid'/>");
@@ -509,7 +516,7 @@ static void dialback_part(struct side *a, struct side *b)
 	 * peer never acknowledged bounces when the connection dies. */
 	raw_client_send(alice, "<message to='x@raw.localhost' type='chat' id='u0'><body>acked</body></message>");
 	struct raw_peer peer;
-	bool accepted = peer_accept(&peer, raw_fd, a);
+	bool accepted = peer_accept(&peer, raw_fd, a, false);
 	ok(accepted, "a connects to the raw peer and authenticates with dialback");
 	ok(accepted && peer_wait(&peer, "<enable xmlns='urn:xmpp:sm:3'/>", 5000), "and enables stream management");
 	ok(accepted && peer_wait(&peer, "acked", 5000), "the first message arrives");
@@ -525,6 +532,28 @@ static void dialback_part(struct side *a, struct side *b)
 	free(answer);
 	raw_client_sync(alice);
 	is_int(raw_client_count(alice, "id='u0'"), 0, "the acknowledged one does not");
+
+	/* XEP-0288 with the raw peer: a asks for both directions; the peer's
+	 * stanzas come back on a's own stream, from its domain only. */
+	raw_client_send(alice, "<message to='x@raw.localhost' type='chat' id='b0'><body>bidi out</body></message>");
+	accepted = peer_accept(&peer, raw_fd, a, true);
+	ok(accepted, "the raw peer offers XEP-0288 and a sends <bidi/> before dialback");
+	ok(accepted && peer_wait(&peer, "<body>bidi out</body>", 5000), "alice's message arrives");
+	if (accepted) {
+		peer_send(&peer, "<message from='x@raw.localhost/r' to='alice@a.localhost/desk' type='chat'>"
+				 "<body>back on your stream</body></message>");
+		answer = raw_client_wait(alice, "back on your stream", 10000);
+		has_str(answer, "from='x@raw.localhost/r'", "the peer's answer on a's outgoing stream reaches alice");
+		free(answer);
+		peer_send(&peer, "<message from='m@evil.localhost' to='alice@a.localhost/desk' type='chat'>"
+				 "<body>spoofed</body></message>");
+		ok(peer_wait(&peer, "<invalid-from", 5000),
+		   "a stanza from another domain on it gets the stream error invalid-from");
+	}
+	peer_drop(&peer);
+	raw_client_sync(alice);
+	is_int(raw_client_count(alice, "spoofed"), 0, "and does not reach alice");
+	raw_client_discard(alice);
 	close(raw_fd);
 
 	/* Idle streams close; the next stanza opens a new one. */
@@ -586,7 +615,21 @@ static bool make_certificates(const char *dir)
 	return ph_run(argv, NULL, NULL, NULL, 30000) == 0;
 }
 
-static void external_part(struct side *a, struct side *b)
+/* The value of `name: N` in parleyctl status output, -1 when absent. */
+static long status_counter(const struct ph_server *s, const char *name)
+{
+	const char *args[] = { "status", NULL };
+	char *out = NULL;
+	ph_ctl(s, args, NULL, &out, NULL);
+	char pattern[64];
+	snprintf(pattern, sizeof(pattern), "\n%s: ", name);
+	const char *at = out ? strstr(out, pattern) : NULL;
+	long value = at ? strtol(at + strlen(pattern), NULL, 10) : -1;
+	free(out);
+	return value;
+}
+
+static void external_part(struct side *a, struct side *b, bool bidi)
 {
 	const char *dir = a->server.dir;
 	if (!ok(make_certificates(dir), "a test CA and certificates for both domains are made"))
@@ -598,7 +641,8 @@ static void external_part(struct side *a, struct side *b)
 	snprintf(b_host, sizeof(b_host),
 		 "<host name=\"b.localhost\"><certificate file=\"%s/b.localhost.pem\" key=\"%s/b.localhost.key\"/></host>",
 		 dir, dir);
-	snprintf(attributes, sizeof(attributes), "ca-file=\"%s/ca.pem\"", dir);
+	snprintf(attributes, sizeof(attributes), "ca-file=\"%s/ca.pem\"%s", dir,
+		 bidi ? "" : " bidi=\"false\"");
 	int dialbacks_before = ph_log_count(&a->server, "with dialback") +
 			       ph_log_count(&b->server, "with dialback");
 	bool started = start_pair(a, b, attributes, attributes, a_host, b_host, NULL);
@@ -618,6 +662,36 @@ static void external_part(struct side *a, struct side *b)
 	answer = raw_client_wait(alice, "signed reply", 10000);
 	ok(answer != NULL, "alice gets bob's reply");
 	free(answer);
+	if (bidi) {
+		const char *s2s_args[] = { "s2s", NULL };
+		char *listing = NULL;
+		ph_ctl(&b->server, s2s_args, NULL, &listing, NULL);
+		has_str(listing, "out b.localhost -> a.localhost: ready, SASL EXTERNAL, TLS, bidirectional over the incoming stream",
+			"XEP-0288: b's way to a is a's stream, bidirectional");
+		free(listing);
+		listing = NULL;
+		ph_ctl(&a->server, s2s_args, NULL, &listing, NULL);
+		has_str(listing, "out a.localhost -> b.localhost: ready, SASL EXTERNAL, TLS, bidirectional",
+			"a asked for both directions on its stream");
+		free(listing);
+		is_int(status_counter(&b->server, "s2s-streams-out"), -1, "b never opened a stream of its own");
+		is_int(status_counter(&a->server, "s2s-streams-in"), -1, "and a accepted none");
+		is_int(status_counter(&b->server, "s2s-auth-external"), 1,
+		       "one authentication (a's, by SASL EXTERNAL) for both directions");
+		raw_client_send(bob, "<iq to='alice@a.localhost/desk' type='get' id='bv'><ping xmlns='urn:xmpp:ping'/></iq>");
+		answer = raw_client_wait(alice, "id='bv'", 10000);
+		has_str(answer, "from='bob@b.localhost/phone'", "an IQ from bob reaches alice the same way");
+		free(answer);
+		raw_client_send(alice, "<iq to='bob@b.localhost/phone' type='result' id='bv'/>");
+		answer = raw_client_wait(bob, "id='bv'", 10000);
+		has_str(answer, "type='result'", "and her answer comes back");
+		free(answer);
+		raw_client_free(alice);
+		raw_client_free(bob);
+		is_int(ph_server_stop(&a->server), 0, "a stops cleanly");
+		is_int(ph_server_stop(&b->server), 0, "b stops cleanly");
+		return;
+	}
 	ok(ph_wait_log(&a->server, "a.localhost -> b.localhost authenticated with SASL EXTERNAL", 5000),
 	   "a -> b authenticated with SASL EXTERNAL");
 	ok(ph_wait_log(&b->server, "incoming stream from a.localhost authenticated with SASL EXTERNAL", 5000),
@@ -810,7 +884,8 @@ int main(void)
 	b.s2s_tls_port = ph_free_port();
 	dialback_part(&a, &b);
 	strict_part(&a, &b);
-	external_part(&a, &b);
+	external_part(&a, &b, false);
+	external_part(&a, &b, true);
 	presence_part(&a, &b);
 	dns_part(&a, &b);
 	ph_server_cleanup(&a.server);
