@@ -768,6 +768,8 @@ struct change {
 	struct pl_xnode *event;          /* owned: the <event/> child to notify, or NULL */
 };
 
+static struct pl_xnode *legacy_storage(struct owner *o);
+
 static void on_change_stored(void *arg, int status)
 {
 	struct change *c = arg;
@@ -791,6 +793,19 @@ static void on_change_stored(void *arg, int status)
 				pl_xnode_add_child(event, pl_xnode_copy(child));
 			notify(o, n ? n : &gone, m);
 			pl_xnode_unref(&m);
+			if (strcmp(c->node, NS_BOOKMARKS) == 0) {
+				/* XEP-0411: clients that follow the XEP-0048 node
+				 * get the whole <storage/> again. */
+				struct node legacy = { .name = NS_LEGACY_BOOKMARKS,
+						       .access = ACCESS_WHITELIST };
+				struct pl_xnode *items;
+				m = event_message(o, &legacy, &items);
+				struct pl_xnode *item = pl_xnode_add_element(items, "item", NULL);
+				pl_xnode_set_attr(item, "id", "current");
+				pl_xnode_add_child(item, legacy_storage(o));
+				notify(o, &legacy, m);
+				pl_xnode_unref(&m);
+			}
 		}
 	}
 	pl_xnode_unref(&c->iq);
@@ -859,6 +874,10 @@ static bool delete_item(struct pl_store_read *read, struct pl_store_write *w, co
 	return true;
 }
 
+static int legacy_set(const struct pl_xnode *iq, struct pl_session *session,
+		      const struct pl_xnode *storage, struct pl_xnode *reply);
+static int legacy_pep_get(const struct pl_xnode *iq, struct owner *o);
+
 static int publish(const struct pl_xnode *iq, struct pl_session *session,
 		   const struct pl_xnode *pubsub, const struct pl_xnode *request)
 {
@@ -873,6 +892,20 @@ static int publish(const struct pl_xnode *iq, struct pl_session *session,
 	if (!payload || pl_xnode_next_element(payload))
 		return pubsub_error(iq, PL_ERR_BAD_REQUEST, "invalid-payload",
 				    "an item carries exactly one payload element");
+	if (strcmp(node_name, NS_LEGACY_BOOKMARKS) == 0) {
+		/* XEP-0411: XEP-0048 bookmarks published to PEP land in the
+		 * bookmarks:1 node, like those in private storage. */
+		if (strcmp(payload->name, "storage") != 0 || !payload->ns ||
+		    strcmp(payload->ns, NS_LEGACY_BOOKMARKS) != 0)
+			return pubsub_error(iq, PL_ERR_BAD_REQUEST, "invalid-payload",
+					    "storage:bookmarks holds a <storage/>");
+		struct pl_xnode *reply = pl_iq_result(iq);
+		struct pl_xnode *p = pl_xnode_add_element(pl_xnode_add_element(reply, "pubsub", NS_PUBSUB),
+							  "publish", NULL);
+		pl_xnode_set_attr(p, "node", NS_LEGACY_BOOKMARKS);
+		pl_xnode_set_attr(pl_xnode_add_element(p, "item", NULL), "id", "current");
+		return legacy_set(iq, session, payload, reply);
+	}
 	struct pl_buf size = { 0 };
 	pl_xnode_serialize(payload, NULL, &size);
 	bool too_big = size.len > conf.max_item_size;
@@ -1037,6 +1070,8 @@ static int retrieve(const struct pl_xnode *iq, const char *requester, const stru
 	if (!node_name)
 		return pubsub_error(iq, PL_ERR_BAD_REQUEST, "nodeid-required", NULL);
 	struct owner *o = owner_get(owner_jid, true);
+	if (strcmp(node_name, NS_LEGACY_BOOKMARKS) == 0 && strcmp(requester, o->bare_jid) == 0)
+		return legacy_pep_get(iq, o);
 	struct node *n = find_node(o, node_name);
 	if (!n)
 		return PL_HOOK_ERROR(PL_ERR_ITEM_NOT_FOUND);
@@ -1290,7 +1325,7 @@ static int collect_id(void *arg, const void *key, size_t key_len, const void *va
 /* A legacy <storage/> replaces the account's bookmarks: one item per
  * conference (id = room JID), the rooms it no longer names retracted. */
 static int legacy_set(const struct pl_xnode *iq, struct pl_session *session,
-		      const struct pl_xnode *storage)
+		      const struct pl_xnode *storage, struct pl_xnode *reply)
 {
 	struct owner *o = owner_get(session->bare_jid, true);
 	owner_load(o);
@@ -1298,6 +1333,7 @@ static int legacy_set(const struct pl_xnode *iq, struct pl_session *session,
 	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
 	if (!read) {
 		pl_store_write_abort(w);
+		pl_xnode_unref(&reply);
 		return PL_HOOK_ERROR(PL_ERR_INTERNAL_SERVER_ERROR);
 	}
 	struct node *n = bookmarks_node(o, w);
@@ -1369,17 +1405,15 @@ static int legacy_set(const struct pl_xnode *iq, struct pl_session *session,
 	free(old.ids);
 	pl_store_read_end(read);
 	n->item_count = kept;
-	submit_change(w, o, n->name, iq, pl_iq_result(iq), event);
+	submit_change(w, o, n->name, iq, reply ? reply : pl_iq_result(iq), event);
 	return PL_HANDLED;
 }
 
-static int legacy_get(const struct pl_xnode *iq, struct pl_session *session)
+/* A XEP-0048 <storage/> made from the bookmarks:1 node (caller unrefs). */
+static struct pl_xnode *legacy_storage(struct owner *o)
 {
-	struct owner *o = owner_get(session->bare_jid, true);
 	struct node *n = find_node(o, NS_BOOKMARKS);
-	struct pl_xnode *reply = pl_iq_result(iq);
-	struct pl_xnode *storage = pl_xnode_add_element(pl_xnode_add_element(reply, "query", NS_PRIVATE),
-							"storage", NS_LEGACY_BOOKMARKS);
+	struct pl_xnode *storage = pl_xnode_new("storage", NS_LEGACY_BOOKMARKS);
 	struct pl_store_read *read = n ? pl_store_read_begin(pl_server.store) : NULL;
 	if (read) {
 		size_t max = (size_t)conf.max_items;
@@ -1409,6 +1443,29 @@ static int legacy_get(const struct pl_xnode *iq, struct pl_session *session)
 		}
 		free(c.items);
 	}
+	return storage;
+}
+
+static int legacy_get(const struct pl_xnode *iq, struct pl_session *session)
+{
+	struct pl_xnode *reply = pl_iq_result(iq);
+	pl_xnode_add_child(pl_xnode_add_element(reply, "query", NS_PRIVATE),
+			   legacy_storage(owner_get(session->bare_jid, true)));
+	pl_route(reply, NULL);
+	pl_xnode_unref(&reply);
+	return PL_HANDLED;
+}
+
+/* XEP-0411: the XEP-0048 PEP node, read from bookmarks:1. */
+static int legacy_pep_get(const struct pl_xnode *iq, struct owner *o)
+{
+	struct pl_xnode *reply = pl_iq_result(iq);
+	struct pl_xnode *items = pl_xnode_add_element(pl_xnode_add_element(reply, "pubsub", NS_PUBSUB),
+						      "items", NULL);
+	pl_xnode_set_attr(items, "node", NS_LEGACY_BOOKMARKS);
+	struct pl_xnode *item = pl_xnode_add_element(items, "item", NULL);
+	pl_xnode_set_attr(item, "id", "current");
+	pl_xnode_add_child(item, legacy_storage(o));
 	pl_route(reply, NULL);
 	pl_xnode_unref(&reply);
 	return PL_HANDLED;
@@ -1424,7 +1481,7 @@ static int on_private(struct pl_event *event, void *userdata)
 		return PL_CONTINUE;
 	if (strcmp(pl_xnode_attr(iq->stanza, "type"), "get") == 0)
 		return legacy_get(iq->stanza, iq->session);
-	return legacy_set(iq->stanza, iq->session, storage);
+	return legacy_set(iq->stanza, iq->session, storage, NULL);
 }
 
 static int on_pubsub_owner(struct pl_event *event, void *userdata)
@@ -1468,6 +1525,7 @@ static int on_account_features(struct pl_event *event, void *userdata)
 		NS_PUBSUB "#retrieve-default",
 		NS_PUBSUB "#retrieve-items",
 		NS_BOOKMARKS "#compat",
+		"urn:xmpp:bookmarks-conversion:0",
 	};
 	for (size_t i = 0; i < PL_ARRAY_LEN(features); i++)
 		pl_xnode_set_attr(pl_xnode_add_element(query, "feature", NULL), "var", features[i]);

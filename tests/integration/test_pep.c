@@ -35,6 +35,7 @@ static const char *const client_features[] = {
 	DEVICES "+notify",
 	AVATAR "+notify",
 	"urn:xmpp:mds:displayed:0+notify",
+	"storage:bookmarks+notify",
 };
 
 static int compare(const void *a, const void *b)
@@ -323,6 +324,30 @@ int main(void)
 	   "the owner's resources are told which bookmark went");
 	answer = iq(alice, "get", "alice@localhost", "<query xmlns='http://jabber.org/protocol/disco#info'/>");
 	has_str(answer, "urn:xmpp:bookmarks:1#compat", "the account advertises bookmarks #compat");
+	has_str(answer, "urn:xmpp:bookmarks-conversion:0", "and XEP-0411 conversion");
+	free(answer);
+	/* XEP-0411: the XEP-0048 PEP node is the same bookmarks. */
+	answer = items(alice, NULL, "storage:bookmarks", NULL);
+	has_str(answer, "<item id='current'><storage xmlns='storage:bookmarks'>", "the XEP-0048 PEP node reads as one <storage/>");
+	has_str(answer, "jid='legacy@conference.localhost'", "made from the bookmarks:1 items");
+	free(answer);
+	raw_client_discard(alice);
+	answer = publish(alice, "storage:bookmarks", "current",
+			 "<storage xmlns='storage:bookmarks'><conference jid='pep48@conference.localhost' name='Old PEP' autojoin='true'/></storage>",
+			 NULL);
+	has_str(answer, "<item id='current'/>", "an old client publishes XEP-0048 bookmarks to PEP");
+	free(answer);
+	answer = items(alice, NULL, BOOKMARKS, NULL);
+	ok(answer && occurrences(answer, "<item ") == 1 && strstr(answer, "id='pep48@conference.localhost'"),
+	   "and bookmarks:1 holds exactly that room");
+	free(answer);
+	ok(raw_client_seen(alice, "<items node='storage:bookmarks'>", WAIT),
+	   "resources following the XEP-0048 node are notified with the new <storage/>");
+	/* Back to the two rooms the restart check expects. */
+	answer = iq(alice, "set", NULL, "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>"
+					"<conference jid='room1@conference.localhost' name='One' autojoin='true'><nick>al</nick></conference>"
+					"<conference jid='legacy@conference.localhost' name='Legacy'/>"
+					"</storage></query>");
 	free(answer);
 
 	/* XEP-0490: where each chat was read up to, shared by the owner's devices only. */
