@@ -808,7 +808,7 @@ static int put_headers(struct pl_http_request *r, void *userdata)
 	char *end = NULL;
 	unsigned long long n = length ? strtoull(length, &end, 10) : 0;
 	uint64_t start = 0, last = 0, total = 0;
-	if (slot_expired(&s, pl_now_ms()) && !s.done) {
+	if (slot_expired(&s, pl_now_ms())) {
 		pl_module_log(self, 2, "%s: PUT to expired slot %s", peer, id);
 		status = 410;
 	} else if (put_of(id)) {
@@ -833,6 +833,8 @@ static int put_headers(struct pl_http_request *r, void *userdata)
 		return status;
 	}
 	p->expected = n;
+	if (!p->slot.type && type && type_ok(type))
+		p->slot.type = pl_strdup(type); /* the slot named none: keep the PUT's */
 	if (s.done) {
 		/* Complete already (de-duplicated, or a retried PUT): the body
 		 * is not stored again. */
@@ -932,6 +934,19 @@ static void put_complete(struct pl_http_request *r, void *userdata)
 		pl_http_respond(r, status, NULL, NULL, 0);
 		return;
 	}
+	struct slot still;
+	if (!slot_load(p->slot.id, SLOT_HEX, &still)) {
+		/* Deleted (parleyctl, expiry) while the bytes came in. */
+		pl_module_log(self, 2, "slot %s was deleted during its upload", p->slot.id);
+		char *partial = partial_path(p->slot.id);
+		unlink(partial);
+		free(partial);
+		p->request = NULL;
+		put_free(p);
+		pl_http_respond(r, 410, NULL, NULL, 0);
+		return;
+	}
+	slot_clear(&still);
 	uint8_t digest[32];
 	unsigned digest_len = 0;
 	EVP_DigestFinal_ex(p->hash, digest, &digest_len);

@@ -390,7 +390,11 @@ void pl_http_respond_file(struct pl_http_request *r, int status, const char *con
 			  int fd, uint64_t offset, uint64_t len)
 {
 	struct http_conn *hc = r->hc;
-	if (!r->complete)
+	/* Keep-alive waits for the next request under the idle timeout, a
+	 * read timeout that a long download (the client sends nothing) would
+	 * trip; a large file closes after it instead, under the flush limit,
+	 * which only needs the transfer to progress. */
+	if (!r->complete || (len > 256 * 1024 && strcmp(r->method, "HEAD") != 0))
 		r->keep_alive = false;
 	add_cors(r);
 	write_head(hc, r, status, content_type, (size_t)len, true);
