@@ -17,8 +17,8 @@
  * leaves its partial file, HEAD on the PUT URL says how much arrived
  * (Upload-Offset), and a PUT with Content-Range continues from there.
  *
- * A background sweep removes files older than expire-after and slots
- * never uploaded within slot-timeout. `parleyctl upload list [JID]` and
+ * A background sweep removes files older than expire-after, slots never
+ * uploaded within slot-timeout, and files no slot accounts for. `parleyctl upload list [JID]` and
  * `parleyctl upload delete SLOT` administer them. */
 #include "ctl/ctl.h"
 #include "hooks.h"
@@ -35,6 +35,7 @@
 #include <event2/event.h>
 #include <openssl/evp.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1217,8 +1218,54 @@ static int sweep_one(void *arg, const void *key, size_t key_len, const void *val
 	return 0;
 }
 
+static bool slot_exists(const char *id)
+{
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	const void *value;
+	size_t len;
+	bool found = read && pl_store_get(read, slots_space, id, SLOT_HEX, &value, &len) == 0;
+	if (read)
+		pl_store_read_end(read);
+	return found;
+}
+
+/* Files no slot accounts for: a crash between a file's rename and its
+ * slot's commit, or a slot deleted while the daemon was down. A blob
+ * with no reference is never in use (references are taken in the same
+ * step as the rename), nor is a partial file without its slot. */
+static void sweep_orphans(const char *sub)
+{
+	char *path = pl_asprintf("%s/%s", directory, sub);
+	DIR *d = opendir(path);
+	struct dirent *e;
+	size_t removed = 0;
+	while (d && (e = readdir(d))) {
+		const char *name = e->d_name;
+		bool blob = strcmp(sub, "blobs") == 0;
+		size_t n = strlen(name);
+		if (name[0] == '.')
+			continue;
+		bool orphan = blob ? n != 64 || !is_hex(name, n) || blob_refs(name) == 0
+				   : n != SLOT_HEX || !is_hex(name, n) ||
+					     (!put_of(name) && !slot_exists(name));
+		if (!orphan)
+			continue;
+		char *file = pl_asprintf("%s/%s", path, name);
+		if (unlink(file) == 0)
+			removed++;
+		free(file);
+	}
+	if (d)
+		closedir(d);
+	if (removed)
+		pl_module_log(self, 1, "removed %zu stray files from %s", removed, path);
+	free(path);
+}
+
 static void sweep_now(void)
 {
+	sweep_orphans("blobs");
+	sweep_orphans("partial");
 	struct sweep sw = { .now = pl_now_ms() };
 	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
 	if (!read)

@@ -557,6 +557,26 @@ static void expiry_server(void)
 	ok(ph_wait_for(get_status_is, NULL, 15000), "the file is gone after expire-after");
 	ok(ph_wait_for(blobs_empty, NULL, 5000), "the sweep removed it from disk");
 	ok(ph_wait_log(&s, "expired", 100), "and logged it");
+	/* Files no slot accounts for (as a crash could leave) are swept too. */
+	char stray[600];
+	snprintf(stray, sizeof(stray), "%s/%s", blobs_dir,
+		 "00000000000000000000000000000000000000000000000000000000000000ff");
+	FILE *f = fopen(stray, "w");
+	if (f) {
+		fputs("stray", f);
+		fclose(f);
+	}
+	snprintf(stray, sizeof(stray), "%s/upload/partial/0123456789abcdef0123456789abcdef",
+		 s.storage_path);
+	f = fopen(stray, "w");
+	if (f) {
+		fputs("stray", f);
+		fclose(f);
+	}
+	ok(ph_wait_for(blobs_empty, NULL, 5000) && ph_wait_log(&s, "stray files", 5000),
+	   "a stray blob is swept");
+	snprintf(blobs_dir, sizeof(blobs_dir), "%s/upload/partial", s.storage_path);
+	ok(ph_wait_for(blobs_empty, NULL, 5000), "and a stray partial file");
 	free(put_late);
 	free(put_soon);
 	free(get_soon);
