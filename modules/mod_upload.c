@@ -455,6 +455,17 @@ static bool type_ok(const char *type)
 	return false;
 }
 
+/* The answer to a slot request waits for the slot to be durable. Until
+ * then its size counts here, so a burst of requests cannot slip past
+ * the quota before the first is committed. */
+struct slot_reply {
+	struct pl_xnode *iq;
+	struct slot slot;
+	char *host;
+	struct slot_reply *next;
+};
+static struct slot_reply *uncommitted;
+
 struct usage_scan {
 	struct pl_store_read *read;
 	uint64_t bytes;
@@ -492,19 +503,21 @@ static uint64_t usage_of(const char *owner)
 	pl_store_key_str(&prefix, owner);
 	pl_store_scan(u.read, users_space, prefix.data, prefix.len, NULL, 0, add_usage, &u);
 	pl_store_read_end(u.read);
+	for (struct slot_reply *sr = uncommitted; sr; sr = sr->next)
+		if (strcmp(sr->slot.owner, owner) == 0)
+			u.bytes += sr->slot.size;
 	return u.bytes;
 }
-
-/* The answer to a slot request waits for the slot to be durable. */
-struct slot_reply {
-	struct pl_xnode *iq;
-	struct slot slot;
-	char *host;
-};
 
 static void on_slot_stored(void *arg, int status)
 {
 	struct slot_reply *sr = arg;
+	for (struct slot_reply **p = &uncommitted; *p; p = &(*p)->next) {
+		if (*p == sr) {
+			*p = sr->next;
+			break;
+		}
+	}
 	if (status) {
 		pl_module_log(self, 0, "cannot store slot %s: %s", sr->slot.id, strerror(-status));
 		send_error(sr->iq, PL_ERR_INTERNAL_SERVER_ERROR, NULL, NULL);
@@ -622,6 +635,8 @@ static void slot_request(struct service *sv, struct pl_xnode *iq, const struct p
 	}
 	sr->iq = pl_xnode_ref(iq);
 	sr->host = pl_strdup(sv->host);
+	sr->next = uncommitted;
+	uncommitted = sr;
 	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
 	slot_put(w, &sr->slot);
 	pl_module_log(self, 3, "slot %s for %s (%llu bytes)", sr->slot.id, origin->bare_jid, size);
@@ -1424,6 +1439,9 @@ static int load_service(struct pl_module *m, const void *conf_ptr, char **error)
 		sv->registered = true;
 		pl_module_log(m, 2, "upload service %s for %s", domain, sv->host);
 	}
+	const struct pl_http_conf *http = pl_http_config();
+	if (!conf.base_url && !http->port && !http->tls_port)
+		pl_module_log(m, 1, "no <http> listener and no base-url: slot URLs lead nowhere");
 	if (pl_http_route(m, "PUT", URL_PREFIX "*", &put_handler, NULL) != 0 ||
 	    pl_http_route(m, "GET", URL_PREFIX "*", &get_handler, NULL) != 0)
 		return pl_error(error, -EEXIST, "the HTTP path " URL_PREFIX " is taken");

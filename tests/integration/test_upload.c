@@ -358,6 +358,17 @@ static void main_server(void)
 	answer = request_slot(carol, "b.bin", 240ULL << 20, "application/octet-stream", NULL);
 	has_str(answer, "<resource-constraint", "a second one is over her quota: resource-constraint");
 	free(answer);
+	/* Two requests in one burst: the second counts the first, which is
+	 * not yet committed when it is checked. */
+	raw_client_send(bob, "<iq type='get' id='burst1' to='upload.localhost'><request "
+			     "xmlns='urn:xmpp:http:upload:0' filename='x.bin' size='251658240' content-type='image/png'/></iq>"
+			     "<iq type='get' id='burst2' to='upload.localhost'><request "
+			     "xmlns='urn:xmpp:http:upload:0' filename='y.bin' size='251658240' content-type='image/png'/></iq>");
+	char *first = raw_client_wait(bob, "burst1", WAIT), *second = raw_client_wait(bob, "burst2", WAIT);
+	has_str(first, "<slot", "a burst of two slot requests: the first is granted");
+	has_str(second, "<resource-constraint", "the second is over quota although the first is not yet committed");
+	free(first);
+	free(second);
 	answer = request_slot(alice, "page.html", 10, "text/html", NULL);
 	has_str(answer, "<not-acceptable", "a content type not allowed: not-acceptable");
 	free(answer);
