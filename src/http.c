@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <http_parser.h>
 
@@ -140,15 +141,36 @@ void pl_http_unroute_module(struct pl_module *m)
 	route_count = kept;
 }
 
+/* A registered path ending in "/" + "*" is a prefix route: it serves
+ * every path below it ("/upload/" + "*" takes "/upload/a/b", not
+ * "/upload" nor "/uploads/a"). Exact routes win over prefix routes. */
+static bool route_matches(const struct route *route, const char *path, bool prefix)
+{
+	size_t n = strlen(route->path);
+	bool is_prefix = n >= 2 && route->path[n - 2] == '/' && route->path[n - 1] == '*';
+	if (!prefix)
+		return !is_prefix && strcmp(route->path, path) == 0;
+	return is_prefix && strncmp(route->path, path, n - 1) == 0 && path[n - 1] != '\0';
+}
+
+static bool path_matches(const struct route *route, const char *path)
+{
+	return route_matches(route, path, false) || route_matches(route, path, true);
+}
+
 static const struct route *find_route(const char *method, const char *path, bool *path_known)
 {
 	*path_known = false;
-	for (size_t i = 0; i < route_count; i++) {
-		if (strcmp(routes[i].path, path) != 0)
-			continue;
-		*path_known = true;
-		if (strcmp(routes[i].method, method) == 0)
-			return &routes[i];
+	for (int prefix = 0; prefix < 2; prefix++) {
+		for (size_t i = 0; i < route_count; i++) {
+			if (!route_matches(&routes[i], path, prefix))
+				continue;
+			*path_known = true;
+			if (strcmp(routes[i].method, method) == 0)
+				return &routes[i];
+		}
+		if (*path_known)
+			return NULL;
 	}
 	return NULL;
 }
@@ -159,7 +181,7 @@ static char *methods_of(const char *path)
 {
 	struct pl_buf out = { 0 };
 	for (size_t i = 0; i < route_count; i++)
-		if (strcmp(routes[i].path, path) == 0)
+		if (path_matches(&routes[i], path))
 			pl_buf_printf(&out, "%s, ", routes[i].method);
 	pl_buf_puts(&out, "OPTIONS");
 	return pl_buf_take(&out);
@@ -168,7 +190,7 @@ static char *methods_of(const char *path)
 static bool path_has_cors(const char *path)
 {
 	for (size_t i = 0; i < route_count; i++)
-		if (strcmp(routes[i].path, path) == 0 && routes[i].handler->cors)
+		if (path_matches(&routes[i], path) && routes[i].handler->cors)
 			return true;
 	return false;
 }
@@ -277,15 +299,22 @@ const char *pl_http_reason(int status)
 	switch (status) {
 	case 101: return "Switching Protocols";
 	case 200: return "OK";
+	case 201: return "Created";
 	case 204: return "No Content";
+	case 206: return "Partial Content";
+	case 304: return "Not Modified";
 	case 400: return "Bad Request";
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 410: return "Gone";
 	case 411: return "Length Required";
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 416: return "Range Not Satisfiable";
 	case 426: return "Upgrade Required";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
@@ -353,6 +382,29 @@ void pl_http_respond(struct pl_http_request *r, int status, const char *content_
 		pl_conn_write(hc->conn, body, len);
 	pl_log(PL_LOG_DEBUG, "http", "%s: %s %s -> %d", pl_conn_peer_address(hc->conn), r->method,
 	       pl_http_path(r), status);
+	pl_counter_add(pl_counter(status < 400 ? "http-requests" : "http-errors"), 1);
+	finish_request(hc, r->keep_alive);
+}
+
+void pl_http_respond_file(struct pl_http_request *r, int status, const char *content_type,
+			  int fd, uint64_t offset, uint64_t len)
+{
+	struct http_conn *hc = r->hc;
+	/* Keep-alive waits for the next request under the idle timeout, a
+	 * read timeout that a long download (the client sends nothing) would
+	 * trip; a large file closes after it instead, under the flush limit,
+	 * which only needs the transfer to progress. */
+	if (!r->complete || (len > 256 * 1024 && strcmp(r->method, "HEAD") != 0))
+		r->keep_alive = false;
+	add_cors(r);
+	write_head(hc, r, status, content_type, (size_t)len, true);
+	if (len && strcmp(r->method, "HEAD") != 0)
+		pl_conn_write_file(hc->conn, fd, offset, len);
+	else
+		close(fd);
+	pl_log(PL_LOG_DEBUG, "http", "%s: %s %s -> %d (file, %llu bytes)",
+	       pl_conn_peer_address(hc->conn), r->method, pl_http_path(r), status,
+	       (unsigned long long)len);
 	pl_counter_add(pl_counter(status < 400 ? "http-requests" : "http-errors"), 1);
 	finish_request(hc, r->keep_alive);
 }

@@ -45,8 +45,10 @@ struct pl_http_handler {
 };
 
 /* Registers handler (borrowed: static storage) for method and an exact
- * path ("/http-bind"; the query is not part of it). Routes of a module
- * go away when it unloads. 0, or -EEXIST. */
+ * path ("/http-bind"; the query is not part of it), or a prefix: a path
+ * ending in a slash and a star serves every path below it ("/upload/"
+ * then "*"); exact routes win. Routes of a module go away when it
+ * unloads. 0, or -EEXIST. */
 int pl_http_route(struct pl_module *m, const char *method, const char *path,
 		  const struct pl_http_handler *handler, void *userdata);
 /* Removes every route of m (the module loader calls it at unload). */
@@ -75,6 +77,11 @@ void pl_http_add_header(struct pl_http_request *r, const char *name, const char 
  * no body) and ends the request: r is gone after this. */
 void pl_http_respond(struct pl_http_request *r, int status, const char *content_type,
 		     const char *body, size_t len);
+/* The same with the body taken from a file: len bytes of fd from offset,
+ * sent as the socket drains (sendfile, or mapped pages under TLS) so a
+ * large file never sits in memory. Takes fd (closed when sent). */
+void pl_http_respond_file(struct pl_http_request *r, int status, const char *content_type,
+			  int fd, uint64_t offset, uint64_t len);
 /* From on_complete of a GET with "Upgrade": sends "101 Switching
  * Protocols" with the headers added so far, and hands the connection to
  * the caller, who must install its callbacks (pl_conn_set_callbacks)

@@ -49,6 +49,8 @@ static void usage(FILE *out)
 		"  reload           re-read the configuration (as SIGHUP)\n"
 		"  stop             shut parleyd down cleanly\n"
 		"  delete-archive JID  delete an account's message archive (module mam)\n"
+		"  upload list [JID]   list uploaded files: slot, owner, size, state, type, name\n"
+		"  upload delete SLOT  delete an uploaded file (module upload)\n"
 		"  s2s              federation streams: direction, domains, authentication, TLS\n"
 		"options:\n"
 		"  -s, --socket SOCKET  the control socket\n"
@@ -302,6 +304,7 @@ static const struct command {
 	{ "reload", 0, 0, "" },         { "stop", 0, 0, "" },       { "s2s", 0, 0, "" },
 	/* Served by modules (the daemon says so if the module is not loaded). */
 	{ "delete-archive", 1, 1, "JID" },
+	{ "upload", 1, 2, "list [JID] | delete SLOT" },
 };
 
 static const struct command *find_command(const char *name)

@@ -266,6 +266,25 @@ void pl_conn_write(struct pl_conn *conn, const void *data, size_t len)
 	bufferevent_write(conn->bev, data, len);
 }
 
+void pl_conn_write_file(struct pl_conn *conn, int fd, uint64_t offset, uint64_t len)
+{
+	if (conn->closing && !conn->tls_pending) {
+		close(fd);
+		return;
+	}
+	struct evbuffer_file_segment *seg =
+		evbuffer_file_segment_new(fd, (ev_off_t)offset, (ev_off_t)len, EVBUF_FS_CLOSE_ON_FREE);
+	if (!seg) {
+		close(fd);
+		pl_log(PL_LOG_ERROR, "conn", "%s: cannot send a file", conn->address);
+		return;
+	}
+	/* The buffer takes its own reference; the fd closes with the last. */
+	if (evbuffer_add_file_segment(bufferevent_get_output(conn->bev), seg, 0, (ev_off_t)len) != 0)
+		pl_log(PL_LOG_ERROR, "conn", "%s: cannot queue a file", conn->address);
+	evbuffer_file_segment_free(seg);
+}
+
 size_t pl_conn_pending_output(const struct pl_conn *conn)
 {
 	return evbuffer_get_length(bufferevent_get_output(conn->bev));

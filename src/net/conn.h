@@ -47,6 +47,10 @@ struct pl_conn *pl_conn_new_client(struct event_base *base, int fd, const struct
 				   socklen_t peer_len, SSL *direct_tls,
 				   const struct pl_conn_callbacks *callbacks, void *userdata);
 void pl_conn_write(struct pl_conn *conn, const void *data, size_t len);
+/* Queues len bytes of the file fd from offset (taken: closed once sent):
+ * sendfile on plain sockets, mapped pages under TLS, never read whole
+ * into memory. */
+void pl_conn_write_file(struct pl_conn *conn, int fd, uint64_t offset, uint64_t len);
 /* Bytes queued but not yet written to the socket. */
 size_t pl_conn_pending_output(const struct pl_conn *conn);
 /* Switches to TLS once everything written so far is flushed (the

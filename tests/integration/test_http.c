@@ -45,6 +45,13 @@ int main(void)
 		 "cors-origins=\"https://good.example https://other.example\"/>",
 		 http_port, https_port);
 	ph_server_init(&s, extra);
+	/* mod_upload registers a prefix route ("/upload/" and a star). */
+	char *config = ph_standard_config(&s, NULL, extra);
+	char *patched = ph_replace(config, "<module name=\"version\"/>",
+				   "<module name=\"version\"/><module name=\"upload\"/>");
+	ph_server_write_config(&s, patched);
+	free(config);
+	free(patched);
 	if (!ok(ph_server_start(&s, NULL) == 0, "parleyd starts with an <http> listener"))
 		return done_testing();
 
@@ -109,6 +116,35 @@ int main(void)
 	r = http_client_read(c, 5000);
 	is_int(r.status, 405, "a known path with another method gets 405");
 	header_is(&r, "Allow", "GET, OPTIONS", "with Allow");
+	http_response_free(&r);
+	http_client_free(c);
+
+	/* Prefix routes: "/upload/" + star serves every path below it. */
+	c = http_client_connect(http_port, false);
+	http_client_sendf(c, "DELETE /upload/a/b/c HTTP/1.1\r\nHost: x\r\n\r\n");
+	r = http_client_read(c, 5000);
+	is_int(r.status, 405, "a path under a prefix route is known (405 for another method)");
+	header_is(&r, "Allow", "PUT, GET, OPTIONS", "with the prefix route's methods");
+	http_response_free(&r);
+	http_client_sendf(c, "OPTIONS /upload/x HTTP/1.1\r\nHost: x\r\nOrigin: https://good.example\r\n"
+			     "Access-Control-Request-Method: PUT\r\n\r\n");
+	r = http_client_read(c, 5000);
+	is_int(r.status, 204, "a preflight under the prefix is answered");
+	header_is(&r, "Access-Control-Allow-Origin", "https://good.example", "with the prefix route's CORS");
+	http_response_free(&r);
+	http_client_free(c);
+	c = http_client_connect(http_port, false);
+	http_client_sendf(c, "DELETE /upload HTTP/1.1\r\nHost: x\r\n\r\n");
+	r = http_client_read(c, 5000);
+	is_int(r.status, 404, "the prefix itself without a slash is not under it");
+	http_response_free(&r);
+	http_client_sendf(c, "DELETE /uploads/a HTTP/1.1\r\nHost: x\r\n\r\n");
+	r = http_client_read(c, 5000);
+	is_int(r.status, 404, "nor is a path that only starts with the same letters");
+	http_response_free(&r);
+	http_client_sendf(c, "DELETE /upload/ HTTP/1.1\r\nHost: x\r\n\r\n");
+	r = http_client_read(c, 5000);
+	is_int(r.status, 404, "nor the bare prefix with its slash");
 	http_response_free(&r);
 	http_client_free(c);
 
