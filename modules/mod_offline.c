@@ -65,6 +65,12 @@ struct queue {
 	 * never low). `next` only ever grows, so sequence numbers are never
 	 * reused while deliveries that name them may still be pending. */
 	bool stale;
+	/* Deletes of delivered messages in flight: until they commit, a
+	 * read of the store still sees those messages, and a second login
+	 * must not get them again. Sequence numbers only grow, so everything
+	 * up to the highest one being removed was delivered. */
+	uint64_t removing_up_to;
+	unsigned removals;
 	struct queue *chain;
 };
 
@@ -150,7 +156,7 @@ static struct queue *queue_get(const char *owner)
 
 static void queue_forget_if_empty(struct queue *q)
 {
-	if (!q || q->count || q->stale)
+	if (!q || q->count || q->stale || q->removals)
 		return;
 	struct queue **slot = queue_slot(q->owner);
 	if (*slot == q) {
@@ -287,23 +293,43 @@ static void delivery_free(struct delivery *d)
 
 /* The grace period is over: if the session is still the same one and
  * still up, what it was given is safe, and leaves the queue. */
+static void on_removed(void *arg, int status)
+{
+	char *owner = arg;
+	struct queue *q = *queue_slot(owner);
+	if (status != 0)
+		pl_module_log(self, 0, "%s: delivered offline messages were not removed: %s", owner,
+			      strerror(-status));
+	if (q && q->removals && --q->removals == 0) {
+		q->removing_up_to = 0;
+		queue_forget_if_empty(q);
+	}
+	free(owner);
+}
+
 static void forget_delivered(struct delivery *d)
 {
 	struct pl_session *s = pl_router_find(d->full_jid);
 	if (s && s->id == d->session_id) {
 		struct queue *q = *queue_slot(d->owner);
 		struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+		uint64_t highest = 0;
 		for (size_t i = 0; i < d->count; i++) {
 			struct pl_store_key key;
 			make_key(&key, d->owner, d->seqs[i], true);
 			pl_store_del(w, queue_space, key.data, key.len);
+			if (d->seqs[i] > highest)
+				highest = d->seqs[i];
 		}
-		pl_store_write_submit(w, NULL, NULL);
-		if (q)
+		if (q) {
 			q->stale = true;
+			q->removals++;
+			if (highest > q->removing_up_to)
+				q->removing_up_to = highest;
+		}
+		pl_store_write_submit(w, on_removed, pl_strdup(d->owner));
 		pl_module_log(self, 3, "%s: %zu offline messages delivered and safe: removed from the queue",
 			      d->full_jid, d->count);
-		queue_forget_if_empty(q);
 	} else if (d->count) {
 		pl_module_log(self, 3, "%s: left before the grace period; %zu offline messages stay queued",
 			      d->full_jid, d->count);
@@ -320,6 +346,7 @@ struct scan {
 	struct pl_session *session;
 	struct delivery *delivery;
 	size_t cap;
+	uint64_t skip_up_to;       /* delivered already, delete not yet committed */
 };
 
 static int deliver_entry(void *arg, const void *key, size_t key_len, const void *value,
@@ -328,6 +355,8 @@ static int deliver_entry(void *arg, const void *key, size_t key_len, const void 
 	struct scan *scan = arg;
 	uint64_t seq;
 	if (key_len < 8 || !pl_store_key_read_u64((const uint8_t *)key + key_len - 8, 8, &seq))
+		return 0;
+	if (seq <= scan->skip_up_to)
 		return 0;
 	struct pl_xnode *message = pl_xml_parse_element(value, value_len, PL_NS_CLIENT);
 	if (message) {
@@ -378,7 +407,7 @@ static void deliver_queue(struct pl_session *session)
 	if (deliveries)
 		deliveries->prev = d;
 	deliveries = d;
-	struct scan scan = { session, d, 0 };
+	struct scan scan = { session, d, 0, q->removing_up_to };
 	struct pl_store_key prefix;
 	make_key(&prefix, d->owner, 0, false);
 	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
@@ -428,7 +457,7 @@ static void deliver_late(const char *owner, uint64_t seq)
 	d->owner = pl_strdup(owner);
 	d->full_jid = pl_strdup(target->full_jid);
 	d->session_id = target->id;
-	struct scan scan = { target, d, 0 };
+	struct scan scan = { target, d, 0, 0 };
 	deliver_entry(&scan, key.data, key.len, value, len);
 	pl_store_read_end(read);
 	d->next = deliveries;
