@@ -22,6 +22,7 @@
  * `parleyctl upload delete SLOT` administer them. */
 #include "ctl/ctl.h"
 #include "hooks.h"
+#include "config.h"
 #include "http.h"
 #include "jid.h"
 #include "parley/module.h"
@@ -1439,8 +1440,9 @@ static int load_service(struct pl_module *m, const void *conf_ptr, char **error)
 		sv->registered = true;
 		pl_module_log(m, 2, "upload service %s for %s", domain, sv->host);
 	}
-	const struct pl_http_conf *http = pl_http_config();
-	if (!conf.base_url && !http->port && !http->tls_port)
+	/* The HTTP listener starts after the modules load: ask the
+	 * configuration whether there will be one. */
+	if (!conf.base_url && !pl_config_find(pl_server.config, "http", NULL))
 		pl_module_log(m, 1, "no <http> listener and no base-url: slot URLs lead nowhere");
 	if (pl_http_route(m, "PUT", URL_PREFIX "*", &put_handler, NULL) != 0 ||
 	    pl_http_route(m, "GET", URL_PREFIX "*", &get_handler, NULL) != 0)
