@@ -9,6 +9,7 @@
  * Every device of the account sees the same counts. Kept in inbox.entries
  * ("owner\0with" -> <entry/>), written with the message (so an ack means
  * the count is on disk too). */
+#include "datetime.h"
 #include "hooks.h"
 #include "jid.h"
 #include "parley/module.h"
@@ -50,13 +51,6 @@ static const struct pl_option inbox_options[] = {
 static struct inbox_conf conf;
 static struct pl_module *self;
 static struct pl_store_space *entries_space;
-
-static int64_t unix_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void entry_key(struct pl_store_key *k, const char *owner, const char *with)
 {
@@ -100,7 +94,7 @@ static void update_entry(const char *owner, const char *with, const struct pl_xn
 	snprintf(number, sizeof(number), "%" PRId64, count);
 	pl_xnode_set_attr(entry, "unread", number);
 	const char *old_at = old ? pl_xnode_attr(old, "at") : NULL;
-	int64_t at = message ? unix_ms() : (old_at ? (int64_t)strtoll(old_at, NULL, 10) : 0);
+	int64_t at = message ? pl_unix_ms() : (old_at ? (int64_t)strtoll(old_at, NULL, 10) : 0);
 	snprintf(number, sizeof(number), "%" PRId64, at);
 	pl_xnode_set_attr(entry, "at", number);
 	struct pl_xnode *last = message ? pl_xnode_copy(message)
@@ -200,16 +194,6 @@ static int newest_first(const void *a, const void *b)
 	return x < y ? 1 : x > y ? -1 : 0;
 }
 
-static void format_stamp(int64_t ms, char *out, size_t size)
-{
-	time_t seconds = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&seconds, &tm);
-	char whole[32];
-	strftime(whole, sizeof(whole), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, size, "%s.%03dZ", whole, (int)(ms % 1000));
-}
-
 /* The inbox query: conversations newest first, each with its last message
  * and unread count, paged with RSM (max, after = the JID of the last
  * conversation of the previous page). */
@@ -280,7 +264,7 @@ static int on_query(struct pl_event *event, void *userdata)
 			pl_xnode_set_attr(result, "queryid", query_id);
 		struct pl_xnode *forwarded = pl_xnode_add_element(result, "forwarded", NS_FORWARD);
 		char stamp[40];
-		format_stamp(entry_at(entry), stamp, sizeof(stamp));
+		pl_format_datetime(entry_at(entry), stamp, sizeof(stamp));
 		pl_xnode_set_attr(pl_xnode_add_element(forwarded, "delay", NS_DELAY), "stamp", stamp);
 		if (pl_xnode_first_element(entry))
 			pl_xnode_add_child(forwarded, pl_xnode_copy(pl_xnode_first_element(entry)));

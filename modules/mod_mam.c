@@ -15,6 +15,7 @@
  * "archive/..." hooks of src/archive.h. */
 #include "accounts.h"
 #include "archive.h"
+#include "datetime.h"
 #include "hooks.h"
 #include "counters.h"
 #include "iq_storage.h"
@@ -211,13 +212,6 @@ static void with_key(struct pl_store_key *k, const char *owner, const char *with
 		pl_store_key_u64(k, seq);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- archiving --------------------------------------------------------------- */
 
 static bool archivable(const struct pl_xnode *message)
@@ -308,7 +302,7 @@ static uint64_t archive_message(const char *owner, const char *with,
 	if (with)
 		pl_xnode_set_attr(record, "with", with);
 	char at[24];
-	snprintf(at, sizeof(at), "%" PRId64, now_ms());
+	snprintf(at, sizeof(at), "%" PRId64, pl_unix_ms());
 	pl_xnode_set_attr(record, "at", at);
 	pl_xnode_add_child(record, pl_xnode_copy(message));
 	struct pl_buf value = { 0 };
@@ -343,8 +337,6 @@ static uint64_t archive_message(const char *owner, const char *with,
 	pl_counter_add(archived, 1);
 	return seq;
 }
-
-static void format_stamp(int64_t ms, char *out, size_t size);
 
 /* XEP-0424: `retracting` names a message by its origin-id; if owner's
  * archive holds it and it came from `sender`, it becomes a tombstone: the
@@ -389,7 +381,7 @@ static void apply_retraction(const char *owner, const char *sender,
 				pl_xnode_set_attr(m, kept[i], pl_xnode_attr(original, kept[i]));
 		struct pl_xnode *mark = pl_xnode_add_element(m, "retracted", NS_RETRACT);
 		char stamp[40];
-		format_stamp(now_ms(), stamp, sizeof(stamp));
+		pl_format_datetime(pl_unix_ms(), stamp, sizeof(stamp));
 		pl_xnode_set_attr(mark, "stamp", stamp);
 		pl_xnode_set_attr(mark, "id", id);
 		for (struct pl_xnode *c = pl_xnode_first_element(original); c; c = pl_xnode_next_element(c))
@@ -557,50 +549,6 @@ static int on_with_key(void *arg, const void *key, size_t key_len, const void *v
 	return take_record(s->q, seq, record, record_len);
 }
 
-/* XEP-0082 date-time to unix milliseconds (UTC, optional fraction and
- * offset); -1 if it is not one. */
-static int64_t parse_datetime(const char *text)
-{
-	struct tm tm = { 0 };
-	int fraction_ms = 0;
-	const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!rest)
-		return -1;
-	if (*rest == '.') {
-		rest++;
-		int digits = 0;
-		while (*rest >= '0' && *rest <= '9') {
-			if (digits < 3)
-				fraction_ms = fraction_ms * 10 + (*rest - '0');
-			digits++;
-			rest++;
-		}
-		for (; digits < 3; digits++)
-			fraction_ms *= 10;
-	}
-	int64_t seconds = (int64_t)timegm(&tm);
-	if (*rest == '+' || *rest == '-') {
-		int hours = 0, minutes = 0;
-		if (sscanf(rest + 1, "%d:%d", &hours, &minutes) != 2)
-			return -1;
-		int64_t offset = (int64_t)hours * 3600 + minutes * 60;
-		seconds += *rest == '+' ? -offset : offset;
-	} else if (*rest != 'Z') {
-		return -1;
-	}
-	return seconds * 1000 + fraction_ms;
-}
-
-static void format_stamp(int64_t ms, char *out, size_t size)
-{
-	time_t seconds = (time_t)(ms / 1000);
-	struct tm utc;
-	gmtime_r(&seconds, &utc);
-	char base[24];
-	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &utc);
-	snprintf(out, size, "%.20s.%03dZ", base, (int)(ms % 1000));
-}
-
 static bool parse_id(const char *text, uint64_t *seq)
 {
 	char *end = NULL;
@@ -655,7 +603,7 @@ static void send_result(struct pl_session *to, const char *remote_jid, const cha
 	struct pl_xnode *delay = pl_xnode_add_element(forwarded, "delay", NS_DELAY);
 	const char *at = pl_xnode_attr(record, "at");
 	char stamp[40];
-	format_stamp(at ? strtoll(at, NULL, 10) : 0, stamp, sizeof(stamp));
+	pl_format_datetime(at ? strtoll(at, NULL, 10) : 0, stamp, sizeof(stamp));
 	pl_xnode_set_attr(delay, "stamp", stamp);
 	pl_xnode_add_child(forwarded, pl_xnode_copy(original));
 	if (to)
@@ -752,11 +700,11 @@ static int run_query(const struct pl_xnode *stanza, const char *owner,
 			pl_jid_free(&jid);
 		}
 	}
-	if (!PL_HOOK_IS_ERROR(result) && start && (q.start_ms = parse_datetime(start)) < 0)
+	if (!PL_HOOK_IS_ERROR(result) && start && (q.start_ms = pl_parse_datetime(start)) < 0)
 		result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
 	if (not_before_ms > q.start_ms)
 		q.start_ms = not_before_ms;
-	if (!PL_HOOK_IS_ERROR(result) && end && (q.end_ms = parse_datetime(end)) < 0)
+	if (!PL_HOOK_IS_ERROR(result) && end && (q.end_ms = pl_parse_datetime(end)) < 0)
 		result = PL_HOOK_ERROR(PL_ERR_BAD_REQUEST);
 	/* Ids the client names must exist (XEP-0313 4.1.5: item-not-found). */
 	const char *after_text = rsm_after && *rsm_after ? rsm_after : after_id;
@@ -969,7 +917,7 @@ static int on_metadata(struct pl_event *event, void *userdata)
 			struct pl_xnode *n = pl_xnode_add_element(metadata, names[i], NULL);
 			char id[24], stamp[40];
 			snprintf(id, sizeof(id), "%" PRIu64, edges[i]->seq);
-			format_stamp(edges[i]->at, stamp, sizeof(stamp));
+			pl_format_datetime(edges[i]->at, stamp, sizeof(stamp));
 			pl_xnode_set_attr(n, "id", id);
 			pl_xnode_set_attr(n, "timestamp", stamp);
 		}
@@ -1219,7 +1167,7 @@ static int collect_owner(void *arg, const void *key, size_t key_len, const void 
  * loop (the rest goes next round). */
 static void on_expiry(evutil_socket_t fd, short what, void *arg)
 {
-	int64_t cutoff = now_ms() - conf.max_age_ms;
+	int64_t cutoff = pl_unix_ms() - conf.max_age_ms;
 	struct owners owners = { NULL, 0, 0 };
 	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
 	if (!read)

@@ -19,6 +19,7 @@
  * "session/unbound" when none came) removes it from every room. */
 #include "archive.h"
 #include "counters.h"
+#include "datetime.h"
 #include "hooks.h"
 #include "jid.h"
 #include "parley/module.h"
@@ -238,13 +239,6 @@ static struct service *services;
 static struct room *rooms[ROOM_BUCKETS];
 #define SESSION_BUCKETS 4096
 static struct session_ref *session_index[SESSION_BUCKETS];
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* The admin option's JIDs, normalised at load (owned). */
 static struct pl_string_list admins;
@@ -510,7 +504,7 @@ static void set_affiliation(struct room *r, const char *bare_jid, enum affiliati
 		r->affiliations = a;
 	}
 	if (a->affiliation != affiliation)
-		a->since_ms = now_ms();
+		a->since_ms = pl_unix_ms();
 	a->affiliation = affiliation;
 	if (nick) {
 		free(a->nick);
@@ -899,47 +893,6 @@ static void load_history(struct room *r)
 	pl_hooks_fire("archive/recent", &recent);
 }
 
-static void format_stamp(int64_t ms, char *out, size_t size)
-{
-	time_t seconds = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&seconds, &tm);
-	char whole[32];
-	strftime(whole, sizeof(whole), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, size, "%s.%03dZ", whole, (int)(ms % 1000));
-}
-
-/* XEP-0082 date-time to unix ms, or -1. */
-static int64_t parse_stamp(const char *text)
-{
-	struct tm tm = { 0 };
-	const char *rest = text ? strptime(text, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
-	if (!rest)
-		return -1;
-	int64_t ms = (int64_t)timegm(&tm) * 1000;
-	if (*rest == '.') {
-		int digits = 0, fraction = 0;
-		for (rest++; *rest >= '0' && *rest <= '9'; rest++)
-			if (digits++ < 3)
-				fraction = fraction * 10 + (*rest - '0');
-		while (digits > 0 && digits < 3) {
-			fraction *= 10;
-			digits++;
-		}
-		ms += fraction;
-	}
-	if (*rest == '+' || *rest == '-') {
-		int hours = 0, minutes = 0;
-		if (sscanf(rest + 1, "%d:%d", &hours, &minutes) != 2)
-			return -1;
-		int64_t offset = ((int64_t)hours * 60 + minutes) * 60000;
-		ms += *rest == '+' ? -offset : offset;
-	} else if (*rest != 'Z') {
-		return -1;
-	}
-	return ms;
-}
-
 static int64_t history_limit(const struct pl_xnode *history, const char *name)
 {
 	const char *value = history ? pl_xnode_attr(history, name) : NULL;
@@ -960,8 +913,8 @@ static void send_history(struct room *r, struct session_ref *s, const struct pl_
 	int64_t max_stanzas = history_limit(history, "maxstanzas");
 	int64_t max_chars = history_limit(history, "maxchars");
 	int64_t seconds = history_limit(history, "seconds");
-	int64_t since = history ? parse_stamp(pl_xnode_attr(history, "since")) : -1;
-	int64_t now = now_ms();
+	int64_t since = history ? pl_parse_datetime(pl_xnode_attr(history, "since")) : -1;
+	int64_t now = pl_unix_ms();
 	size_t take = 0;
 	int64_t chars = 0;
 	for (size_t k = r->history_count; k-- > 0;) {
@@ -986,7 +939,7 @@ static void send_history(struct room *r, struct session_ref *s, const struct pl_
 		struct pl_xnode *m = pl_xnode_copy(e->message);
 		struct pl_xnode *delay = pl_xnode_add_element(m, "delay", NS_DELAY);
 		char stamp[40];
-		format_stamp(e->at_ms, stamp, sizeof(stamp));
+		pl_format_datetime(e->at_ms, stamp, sizeof(stamp));
 		pl_xnode_set_attr(delay, "stamp", stamp);
 		pl_xnode_set_attr(delay, "from", r->jid);
 		send_to(m, s->full_jid);
@@ -1180,7 +1133,7 @@ static void join(struct service *sv, struct room *r, const struct pl_jid *to,
 		o->bare_jid = pl_strdup(bare);
 		o->role = default_role(r, affiliation);
 		o->tokens = (double)conf.message_burst;
-		o->refilled_ms = now_ms();
+		o->refilled_ms = pl_unix_ms();
 		make_occupant_id(r, bare, o->occupant_id, sizeof(o->occupant_id));
 		struct occupant **tail = &r->occupants;
 		while (*tail)
@@ -1353,7 +1306,7 @@ static void broadcast_status(struct room *r, const int *codes, size_t count)
 	pl_xnode_set_attr(m, "type", "groupchat");
 	pl_xnode_set_attr(m, "from", r->jid);
 	char id[32];
-	snprintf(id, sizeof(id), "status-%" PRId64, now_ms());
+	snprintf(id, sizeof(id), "status-%" PRId64, pl_unix_ms());
 	pl_xnode_set_attr(m, "id", id);
 	struct pl_xnode *x = pl_xnode_add_element(m, "x", NS_MUC_USER);
 	for (size_t i = 0; i < count; i++)
@@ -1365,7 +1318,7 @@ static void broadcast_status(struct room *r, const int *codes, size_t count)
 /* Flood control: a token bucket per occupant. */
 static bool may_send_now(struct occupant *o)
 {
-	int64_t now = now_ms();
+	int64_t now = pl_unix_ms();
 	o->tokens += (double)(now - o->refilled_ms) * (double)conf.message_rate / 1000.0;
 	if (o->tokens > (double)conf.message_burst)
 		o->tokens = (double)conf.message_burst;
@@ -1472,7 +1425,7 @@ static void groupchat(struct room *r, struct pl_xnode *stanza, const char *from)
 		if (!*text)
 			free(text);
 		r->subject_nick = pl_strdup(o->nick);
-		r->subject_at_ms = now_ms();
+		r->subject_at_ms = pl_unix_ms();
 		save_room(r);
 	}
 	struct pl_xnode *m = pl_xnode_copy(stanza);
@@ -1488,7 +1441,7 @@ static void groupchat(struct room *r, struct pl_xnode *stanza, const char *from)
 		struct pl_archive_append append = { r->jid, NULL, m, 0 };
 		if (pl_hooks_fire("archive/append", &append) == PL_HANDLED && append.id)
 			add_stanza_id(m, r->jid, append.id);
-		history_add(r, m, now_ms());
+		history_add(r, m, pl_unix_ms());
 	}
 	broadcast_message(r, m);
 	pl_counter_add(messages_routed, 1);
@@ -2477,7 +2430,7 @@ static int room_iq(struct room *r, const struct pl_xnode *iq, const char *from, 
 
 static void expire_relayed(struct room *r)
 {
-	int64_t now = now_ms();
+	int64_t now = pl_unix_ms();
 	for (struct relayed_iq **link = &r->relayed; *link;) {
 		struct relayed_iq *q = *link;
 		if (q->expires_ms < now) {
@@ -2548,7 +2501,7 @@ static void occupant_iq(struct room *r, struct pl_xnode *iq, const char *from, c
 	q->asker_nick = pl_strdup(target->nick);
 	q->original_id = pl_strdup(pl_xnode_attr(iq, "id") ? pl_xnode_attr(iq, "id") : "");
 	q->target = pl_strdup(vcard ? target->bare_jid : target->sessions->full_jid);
-	q->expires_ms = now_ms() + RELAYED_IQ_TTL_MS;
+	q->expires_ms = pl_unix_ms() + RELAYED_IQ_TTL_MS;
 	q->next = r->relayed;
 	r->relayed = q;
 	r->relayed_count++;

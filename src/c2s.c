@@ -11,6 +11,7 @@
 #include "ack.h"
 #include "counters.h"
 #include "accounts.h"
+#include "datetime.h"
 #include "hooks.h"
 #include "jid.h"
 #include "log.h"
@@ -1014,13 +1015,6 @@ static void fast_write(const char *bare_jid, const char *agent_id, const struct 
 	pl_store_write_submit(w, NULL, NULL);
 }
 
-static int64_t unix_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The channel binding of an HT mechanism: "" for NONE, a type for the
  * others, NULL when Parley does not offer it. */
 static const char *ht_binding(const char *mechanism)
@@ -1111,7 +1105,7 @@ static void fast_authenticate(struct pl_c2s *c, struct pl_xnode *element)
 		reason = "no such account";
 	else if (!fast_read(bare, agent_id, &record))
 		reason = "no token for this user agent";
-	else if (record.expiry_ms < unix_ms())
+	else if (record.expiry_ms < pl_unix_ms())
 		reason = "the token expired";
 	if (bare && !reason)
 		OPENSSL_cleanse(&account, sizeof(account));
@@ -1185,7 +1179,7 @@ static void fast_issue(struct pl_c2s *c, const struct pl_xnode *request, struct 
 	free(record.previous);
 	record.previous = record.current;
 	record.current = token;
-	record.expiry_ms = unix_ms() + conf.fast_lifetime_ms;
+	record.expiry_ms = pl_unix_ms() + conf.fast_lifetime_ms;
 	fast_write(bare, agent_id, &record);
 	time_t expiry = (time_t)(record.expiry_ms / 1000);
 	struct tm tm;
