@@ -21,6 +21,7 @@
 #include "counters.h"
 #include "datetime.h"
 #include "hooks.h"
+#include "iq_storage.h"
 #include "jid.h"
 #include "parley/module.h"
 #include "router.h"
@@ -2739,26 +2740,6 @@ static int restore_affiliation(void *arg, const void *key, size_t key_len, const
 	return 0;
 }
 
-static int load_secret(void)
-{
-	static const char key[] = "occupant-id-secret";
-	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
-	const void *value;
-	size_t len;
-	bool found = read && pl_store_get(read, meta_space, key, sizeof(key) - 1, &value, &len) == 0 &&
-		     len == sizeof(occupant_secret);
-	if (found)
-		memcpy(occupant_secret, value, len);
-	if (read)
-		pl_store_read_end(read);
-	if (found)
-		return 0;
-	pl_random_bytes(occupant_secret, sizeof(occupant_secret));
-	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
-	pl_store_put(w, meta_space, key, sizeof(key) - 1, occupant_secret, sizeof(occupant_secret));
-	pl_store_write_submit(w, on_stored, pl_strdup("(service secret)"));
-	return 0;
-}
 
 static void muc_unload(struct pl_module *m);
 
@@ -2788,7 +2769,7 @@ static int load_services(struct pl_module *m, const void *conf_ptr, char **error
 	memset(rooms, 0, sizeof(rooms));
 	memset(session_index, 0, sizeof(session_index));
 	memset(user_rooms, 0, sizeof(user_rooms));
-	load_secret();
+	pl_store_secret(meta_space, "occupant-id-secret", occupant_secret, sizeof(occupant_secret));
 	for (size_t i = 0; i < pl_server.host_count; i++) {
 		char *raw = pl_asprintf("%s.%s", conf.subdomain, pl_server.hosts[i].name);
 		char *domain = pl_jid_prep_domain(raw);

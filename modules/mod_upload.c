@@ -24,6 +24,7 @@
 #include "hooks.h"
 #include "config.h"
 #include "http.h"
+#include "iq_storage.h"
 #include "jid.h"
 #include "parley/module.h"
 #include "router.h"
@@ -1373,28 +1374,15 @@ static int count_blob(void *arg, const void *key, size_t key_len, const void *va
 	return 0;
 }
 
-static int load_key(void)
+/* The URL key, and the blob reference counts rebuilt from the slots. */
+static void load_state(void)
 {
-	static const char key[] = "hmac-key";
+	pl_store_secret(meta_space, "hmac-key", hmac_key, sizeof(hmac_key));
 	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
-	const void *value;
-	size_t len;
-	bool found = read && pl_store_get(read, meta_space, key, sizeof(key) - 1, &value, &len) == 0 &&
-		     len == sizeof(hmac_key);
-	if (found)
-		memcpy(hmac_key, value, len);
 	if (read) {
-		/* Rebuild the blob reference counts from the slots. */
 		pl_store_scan(read, slots_space, NULL, 0, NULL, 0, count_blob, NULL);
 		pl_store_read_end(read);
 	}
-	if (found)
-		return 0;
-	pl_random_bytes(hmac_key, sizeof(hmac_key));
-	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
-	pl_store_put(w, meta_space, key, sizeof(key) - 1, hmac_key, sizeof(hmac_key));
-	pl_store_write_submit(w, on_stored, pl_strdup("(upload key)"));
-	return 0;
 }
 
 static void upload_unload(struct pl_module *m);
@@ -1422,7 +1410,7 @@ static int load_service(struct pl_module *m, const void *conf_ptr, char **error)
 	meta_space = pl_store_open(m, "meta");
 	if (!slots_space || !users_space || !meta_space)
 		return pl_error(error, -EIO, "cannot open the upload store spaces");
-	load_key();
+	load_state();
 	for (size_t i = 0; i < pl_server.host_count; i++) {
 		char *raw = pl_asprintf("%s.%s", conf.subdomain, pl_server.hosts[i].name);
 		char *domain = pl_jid_prep_domain(raw);

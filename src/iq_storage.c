@@ -2,6 +2,7 @@
  * copied into the completion so the reply can be built when the writer
  * thread says the data is on disk. */
 #include "iq_storage.h"
+#include "log.h"
 #include "router.h"
 #include "server.h"
 #include "util.h"
@@ -60,4 +61,31 @@ void pl_store_put_element_and_reply(struct pl_store_space *space, const void *ke
 	pl_store_put(w, space, key, key_len, value.data, value.len);
 	pl_buf_free(&value);
 	pl_store_write_submit(w, pl_iq_reply_when_stored, pl_xnode_copy(iq));
+}
+
+static void on_secret_stored(void *arg, int status)
+{
+	char *name = arg;
+	if (status != 0)
+		pl_log(PL_LOG_ERROR, "store", "the secret %s was not saved: %s", name, strerror(-status));
+	free(name);
+}
+
+void pl_store_secret(struct pl_store_space *space, const char *name, uint8_t *out, size_t len)
+{
+	struct pl_store_read *read = pl_store_read_begin(pl_server.store);
+	const void *value;
+	size_t value_len;
+	bool found = read && pl_store_get(read, space, name, strlen(name), &value, &value_len) == 0 &&
+		     value_len == len;
+	if (found)
+		memcpy(out, value, len);
+	if (read)
+		pl_store_read_end(read);
+	if (found)
+		return;
+	pl_random_bytes(out, len);
+	struct pl_store_write *w = pl_store_write_begin(pl_server.store);
+	pl_store_put(w, space, name, strlen(name), out, len);
+	pl_store_write_submit(w, on_secret_stored, pl_strdup(name));
 }

@@ -6,6 +6,7 @@
 #define PL_IQ_STORAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store/store.h"
 #include "xml/xnode.h"
@@ -21,6 +22,11 @@ struct pl_xnode *pl_store_get_element(struct pl_store_space *space, const void *
 void pl_store_put_element_and_reply(struct pl_store_space *space, const void *key,
 				    size_t key_len, const struct pl_xnode *element,
 				    const struct pl_xnode *iq);
+
+/* A random secret of `len` bytes kept under `name` in `space` (occupant
+ * ids, URL tokens): read into out, or made and written on first use so it
+ * stays the same across restarts. */
+void pl_store_secret(struct pl_store_space *space, const char *name, uint8_t *out, size_t len);
 
 /* A store completion for an IQ set: routes the result, or the stanza
  * error matching `status` (-ENOSPC resource-constraint, -EINVAL
